@@ -1,0 +1,5 @@
+"""Allow ``python -m notedfu``."""
+
+from notedfu.cli import main
+
+raise SystemExit(main())

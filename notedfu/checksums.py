@@ -1,0 +1,35 @@
+"""MD5 and CRC-32 as the Notecard computes them.
+
+The Notecard's ``crc32`` (image metadata) and its request ``"crc"`` field are
+both the IEEE CRC-32 (zlib's); crcmod's predefined ``crc-32`` is that CRC.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import BinaryIO
+
+import crcmod.predefined
+
+crc32 = crcmod.predefined.mkCrcFun("crc-32")
+"""``crc32(data, crc=0) -> int``: IEEE CRC-32, chainable like ``zlib.crc32``."""
+
+
+def md5_hex(data: bytes) -> str:
+    """Lower-case hex MD5 of ``data`` (the form the Notecard uses)."""
+    return hashlib.md5(data).hexdigest()
+
+
+def file_digests(stream: BinaryIO, length: int, block: int = 64 * 1024) -> tuple[str, int, int]:
+    """Read up to ``length`` bytes of ``stream``; return (md5 hex, crc32, bytes read)."""
+    md5 = hashlib.md5()
+    crc = 0
+    done = 0
+    while done < length:
+        data = stream.read(min(block, length - done))
+        if not data:
+            break
+        md5.update(data)
+        crc = crc32(data, crc)
+        done += len(data)
+    return md5.hexdigest(), crc, done

@@ -1,0 +1,92 @@
+"""Errors with stable codes and the process exit codes they map to.
+
+Every failure the agent reports carries a ``code`` that scripts and rigs may
+match on (it never changes between releases) and a human ``message``.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Process exit codes of the ``notedfu`` command (documented in the README)."""
+
+    OK = 0
+    FAILURE = 1  # an unexpected internal error
+    USAGE = 2  # bad command line or configuration
+    LINK = 3  # the Notecard (or target) could not be reached or kept talking
+    NOT_READY = 4  # nothing to do yet: no image ready, still downloading
+    INTEGRITY = 5  # data failed verification (chunk/image MD5, CRC32, length)
+    BAD_RESPONSE = 6  # the device answered something we refuse to trust
+    CARD = 7  # the Notecard answered with an error we cannot work around
+    INTERRUPTED = 130  # Ctrl-C / SIGTERM; everything was put back first
+
+
+class NotedfuError(Exception):
+    """Base class: a failure with a stable ``code`` and an exit code."""
+
+    code = "E_INTERNAL"
+    exit_code = ExitCode.FAILURE
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+    def as_dict(self) -> dict[str, str]:
+        """The error as it appears in JSON events and ``--json`` output."""
+        return {"code": self.code, "message": self.message}
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+class UsageError(NotedfuError):
+    """The command line, a spec string or a config value is wrong."""
+
+    code = "E_USAGE"
+    exit_code = ExitCode.USAGE
+
+
+class LinkError(NotedfuError):
+    """The device could not be opened, or stopped answering."""
+
+    code = "E_LINK"
+    exit_code = ExitCode.LINK
+
+
+class NotReadyError(NotedfuError):
+    """There is no image to fetch (yet)."""
+
+    code = "E_NO_IMAGE"
+    exit_code = ExitCode.NOT_READY
+
+
+class IntegrityError(NotedfuError):
+    """Data failed verification."""
+
+    code = "E_INTEGRITY"
+    exit_code = ExitCode.INTEGRITY
+
+
+class BadResponseError(NotedfuError):
+    """The device sent something malformed, absurd or hostile."""
+
+    code = "E_BAD_RESPONSE"
+    exit_code = ExitCode.BAD_RESPONSE
+
+
+class CardError(NotedfuError):
+    """The Notecard refused a request with an error we cannot work around."""
+
+    code = "E_CARD"
+    exit_code = ExitCode.CARD
+
+
+class Interrupted(NotedfuError):
+    """The user or the service manager asked us to stop."""
+
+    code = "E_INTERRUPTED"
+    exit_code = ExitCode.INTERRUPTED

@@ -1,0 +1,1 @@
+"""The Notecard side: links, the request client and the DFU download engine."""

@@ -1,0 +1,111 @@
+"""The simulated Notecard's byte stream: line assembly, input buffer, paced output.
+
+A ``CardPort`` turns bytes written by a host into request lines for
+:class:`~notedfu.sim.notecard.NotecardSim` and queues the answers on a
+:class:`~notedfu.sim.timing.PacedQueue` at the link's speed, after the card's
+modeled think time. It is shared by the ``sim://`` URL handler, the pty server
+and the simulated I2C bus, so all three behave alike.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from notedfu.sim.notecard import INPUT_BUFFER, NotecardSim
+from notedfu.sim.timing import LinkProfile, PacedQueue
+
+BURST_GAP = 0.1
+"""A host pause this long lets the card empty its input buffer (segment pacing)."""
+
+
+class CardPort:
+    """One host connection to a simulated card, in wire time."""
+
+    def __init__(self, card: NotecardSim, link: LinkProfile, *, paced_output: bool = True) -> None:
+        self.card = card
+        self.link = link
+        # On I2C the bus itself charges wire time per transfer, so output is
+        # released whole when the card is done thinking.
+        self.output = PacedQueue(link.byte_seconds if paced_output else 0.0)
+        self.lock = threading.RLock()
+        self._line = bytearray()
+        self._line_damaged = False
+        self._burst = 0
+        self._last_write = float("-inf")
+        self._in_wire_free = 0.0
+        self._card_free_at = 0.0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.overflows = 0
+
+    def feed(self, data: bytes, now: float) -> None:
+        """Bytes from the host, written at ``now``."""
+        with self.lock:
+            arrived = max(now, self._in_wire_free) + self.link.wire_seconds(len(data)) \
+                if self.output.byte_seconds else now
+            self._in_wire_free = arrived
+            self.bytes_in += len(data)
+            if now - self._last_write > BURST_GAP:
+                self._burst = 0
+            self._last_write = now
+            start = 0
+            while start < len(data):
+                end = data.find(b"\n", start)
+                piece = data[start:] if end < 0 else data[start:end]
+                self._take(piece)
+                if end < 0:
+                    break
+                self._complete(arrived)
+                start = end + 1
+
+    def _take(self, piece: bytes) -> None:
+        room = max(0, INPUT_BUFFER - self._burst)
+        if len(piece) > room:
+            # Bytes beyond the card's input buffer are lost, as on a real card
+            # when a host sends a long request without segment pacing.
+            self._line_damaged = True
+            self.overflows += 1
+        self._line += piece[:room]
+        self._burst += len(piece)
+
+    def _complete(self, at: float) -> None:
+        line = bytes(self._line)
+        damaged = self._line_damaged
+        self._line.clear()
+        self._line_damaged = False
+        if damaged:
+            reply_data = b'{"err":"serial input overrun {io}"}\r\n'
+            seconds = self.card.request_latency
+            restarted = False
+        else:
+            reply = self.card.handle(line, at)
+            reply_data, seconds, restarted = reply.data, reply.card_seconds, reply.restarted
+        if restarted:
+            self.output.clear()
+            self._line.clear()
+            self._card_free_at = at + seconds
+            return
+        ready = max(at, self._card_free_at) + seconds
+        self._card_free_at = ready
+        self.output.push(reply_data, ready)
+        self.bytes_out += len(reply_data)
+
+    def available(self, now: float) -> int:
+        """Bytes the host could read at ``now``."""
+        with self.lock:
+            return self.output.available(now)
+
+    def read(self, size: int, now: float) -> bytes:
+        """Take up to ``size`` arrived bytes."""
+        with self.lock:
+            return self.output.read(size, now)
+
+    def time_until(self, count: int, now: float) -> float | None:
+        """Seconds until ``count`` bytes are readable, ``None`` if not queued."""
+        with self.lock:
+            return self.output.time_until(count, now)
+
+    def reset_input(self) -> None:
+        """Forget queued output (the host flushed its input buffer)."""
+        with self.lock:
+            self.output.clear()

@@ -1,0 +1,444 @@
+"""A simulated Notecard: the JSON request engine behind every simulated link.
+
+``NotecardSim.handle(line, now)`` takes one request line exactly as it came off
+the wire and returns the bytes the card sends back plus the card time it took.
+It knows nothing of ports or sleeping; :mod:`notedfu.sim.cardport` puts it on
+a byte stream with the timing model, and :mod:`notedfu.sim.i2c` on a bus.
+
+Behaviour follows the Notecard API reference (``dfu.status``, ``hub.set``,
+``dfu.get``, ``card.binary``) and what note-c / note-python expect on the wire
+(the ``"crc":"SSSS:CCCCCCCC"`` field, ``\\r\\n``-terminated responses).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from notedfu.checksums import crc32, md5_hex
+from notedfu.cobs import cobs_encode
+from notedfu.sim.faults import DATA_FAULTS, Fault, parse_faults
+from notedfu.sim.timing import PROFILES, LinkProfile, profile
+
+HUB_MODES = ("periodic", "continuous", "minimum", "off")
+DEFAULT_HUB_MODE = "periodic"
+BINARY_MAX = 130554  # card.binary capacity, as in the notecard-schema sample
+INPUT_BUFFER = 1500  # the card's serial input buffer, bytes
+
+ERR_NOT_DFU = "not currently in the DFU operating mode (see hub.set) {hub-mode}"
+ERR_NOT_READY = "DFU mode is not yet fully active: starting communications {wait-module} {connecting} {dfu-not-ready}"
+
+_CRC_FIELD = re.compile(rb'(,?)"crc":"([0-9A-Fa-f]{4}):([0-9A-Fa-f]{8})"\}\s*$')
+
+
+@dataclass
+class SimConfig:
+    """Everything that shapes one simulated Notecard."""
+
+    image: bytes | None = None
+    image_name: str = "firmware.bin"
+    download_seconds: float = 0.0  # Notehub → card download time once staged
+    hub_mode: str = DEFAULT_HUB_MODE
+    ready_delay: float = 0.0  # dfu.get answers {dfu-not-ready} this long after hub.set dfu
+    dfu_timeout: float = 15 * 60  # DFU mode ends this long after the last hub.set dfu
+    max_chunk: int = 8192  # largest dfu.get length the card serves
+    binary: bool = True  # firmware with card.binary and dfu.get binary:true
+    faults: list[Fault] = field(default_factory=list)
+
+    @classmethod
+    def from_options(cls, opts: dict[str, str | list[str]]) -> "SimConfig":
+        """Build a config from string options (URL query or command line)."""
+        def one(key: str) -> str | None:
+            value = opts.get(key)
+            return value[-1] if isinstance(value, list) else value
+
+        config = cls()
+        if (path := one("image")) is not None:
+            config.image = Path(path).read_bytes()
+            config.image_name = Path(path).name
+        for key, attr, kind in (
+            ("download", "download_seconds", float),
+            ("ready_delay", "ready_delay", float),
+            ("dfu_timeout", "dfu_timeout", float),
+            ("max_chunk", "max_chunk", int),
+        ):
+            if (value := one(key)) is not None:
+                setattr(config, attr, kind(value))
+        if (mode := one("mode")) is not None:
+            if mode not in HUB_MODES:
+                raise ValueError(f"mode must be one of {', '.join(HUB_MODES)}, not {mode!r}")
+            config.hub_mode = mode
+        if (binary := one("binary")) is not None:
+            config.binary = binary.lower() in ("1", "true", "yes", "on")
+        faults = opts.get("fault")
+        config.faults = parse_faults(faults if isinstance(faults, list) else ([faults] if faults else []))
+        return config
+
+
+@dataclass
+class Reply:
+    """What the card sends back for one request line."""
+
+    data: bytes = b""
+    card_seconds: float = 0.0
+    restarted: bool = False  # the card rebooted: drop anything queued
+
+
+def add_crc(text: str, seq: int) -> str:
+    """Append a ``"crc"`` field for ``seq`` to compact JSON ``text``."""
+    field_ = f'"crc":"{seq:04X}:{crc32(text.encode()):08X}"'
+    return text[:-1] + ("" if text == "{}" else ",") + field_ + "}"
+
+
+def check_crc(line: bytes) -> tuple[bytes, int | None, bool]:
+    """Split a request line into (JSON without crc, seq or None, crc ok)."""
+    match = _CRC_FIELD.search(line)
+    if not match:
+        return line, None, True
+    body = line[:match.start()] + b"}"
+    seq = int(match[2], 16)
+    return body, seq, crc32(body) == int(match[3], 16)
+
+
+class NotecardSim:
+    """The card's state and its answers to requests."""
+
+    def __init__(self, config: SimConfig | None = None, link: LinkProfile | None = None,
+                 clock=time.monotonic) -> None:
+        self.config = config or SimConfig()
+        self.link = link or PROFILES["usb"]
+        self.request_latency = self.link.request_latency
+        self.read_seconds_per_kib = self.link.read_seconds_per_kib
+        self.clock = clock
+        self.hub_mode = self.config.hub_mode
+        self.mode_before_dfu = self.hub_mode
+        self.dfu_entered_at = 0.0
+        self.dfu_renewed_at = 0.0
+        self.dfu_on = True
+        self.vvalue: str | None = None
+        self.card_dfu: dict[str, Any] = {}
+        self.binary_store = b""
+        self.image: bytes | None = None
+        self.meta: dict[str, Any] = {}
+        self.dfu_state = "idle"
+        self.dfu_status_text = ""
+        self.download_started = 0.0
+        # What the host told Notehub, for tests and the demo summary.
+        self.reports: list[dict[str, Any]] = []
+        self.host_version: Any = None
+        # Counters.
+        self.requests: dict[str, int] = {}
+        self.data_requests = 0
+        self.served: bytearray = bytearray()
+        self.restarts = 0
+        self._armed: Fault | None = None
+        self._seq: int | None = None
+        if self.config.image is not None:
+            self.stage(self.config.image, self.config.image_name, self.config.download_seconds)
+
+    # ----------------------------------------------------------- Notehub side
+    def stage(self, image: bytes, name: str = "firmware.bin", download_seconds: float = 0.0,
+              now: float | None = None) -> None:
+        """Deliver ``image`` as Notehub would: downloading for a while, then ready."""
+        now = self.clock() if now is None else now
+        created = int(time.time())
+        stem = name.rsplit(".", 1)
+        stamped = f"{stem[0]}${time.strftime('%Y%m%d%H%M%S', time.gmtime(created))}" + (
+            f".{stem[1]}" if len(stem) == 2 else "")
+        self.image = bytes(image)
+        self.served = bytearray(len(image))
+        self.meta = {
+            "crc32": crc32(image), "created": created, "info": _firmware_info(image),
+            "length": len(image), "md5": md5_hex(image), "modified": created, "name": stamped,
+            "notes": "staged by the notedfu simulator", "source": name, "type": "firmware",
+        }
+        self.download_started = now
+        self.config.download_seconds = download_seconds
+        self.dfu_state = "downloading" if download_seconds > 0 else "ready"
+
+    def bytes_served_more_than_once(self) -> int:
+        """How many image bytes ``dfu.get`` has sent more than once."""
+        return sum(1 for count in self.served if count > 1)
+
+    # ------------------------------------------------------------ the wire
+    def handle(self, line: bytes, now: float | None = None) -> Reply:
+        """Answer one request line (without its newline)."""
+        now = self.clock() if now is None else now
+        line = line.rstrip(b"\r")
+        if not line.strip():
+            return Reply(b"\r\n")  # note-python's and note-c's reset handshake
+        body, seq, crc_ok = check_crc(line)
+        if not crc_ok:
+            return self._error("crc mismatch on request {io}", seq)
+        try:
+            req = json.loads(body)
+            if not isinstance(req, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            return self._error("invalid JSON request {io}", None)
+        name = req.get("req") or req.get("cmd")
+        if not isinstance(name, str):
+            return self._error("no request name {io}", None)
+        self.requests[name] = self.requests.get(name, 0) + 1
+        self._expire(now)
+        self._seq = seq
+        handler = getattr(self, "_req_" + name.replace(".", "_"), None)
+        if handler is None:
+            result: dict | Reply = {"err": f"unknown request: {name} {{io}}{{not-supported}}"}
+        else:
+            result = handler(req, now)
+        if "cmd" in req:  # commands get no answer
+            return Reply(b"", self.request_latency)
+        return result if isinstance(result, Reply) else self._reply(result)
+
+    def _reply(self, rsp: dict[str, Any], card_seconds: float | None = None, tail: bytes = b"") -> Reply:
+        """Serialise ``rsp`` with the current request's crc.
+
+        Errors carry it too: note-c ignores it there, but note-python, once it
+        has seen a crc, treats any answer without one as corrupt.
+        """
+        text = json.dumps(rsp, separators=(",", ":"))
+        if self._seq is not None:
+            text = add_crc(text, self._seq)
+        seconds = self.request_latency if card_seconds is None else card_seconds
+        return Reply(text.encode() + b"\r\n" + tail, seconds)
+
+    def _error(self, message: str, seq: int | None) -> Reply:
+        self._seq = seq
+        return self._reply({"err": message})
+
+    # ------------------------------------------------------------ state
+    def _expire(self, now: float) -> None:
+        if self.hub_mode == "dfu" and now - self.dfu_renewed_at > self.config.dfu_timeout:
+            self.hub_mode = self.mode_before_dfu
+        if self.dfu_state == "downloading" and now - self.download_started >= self.config.download_seconds:
+            self.dfu_state = "ready"
+
+    def restart(self) -> None:
+        """Reboot: DFU mode and the binary store do not survive."""
+        self.restarts += 1
+        if self.hub_mode == "dfu":
+            self.hub_mode = self.mode_before_dfu
+        self.binary_store = b""
+        self._armed = None
+
+    # ------------------------------------------------------------ requests
+    def _req_hub_get(self, req: dict, now: float) -> dict:
+        return {"mode": self.hub_mode, "device": "dev:000000000000000", "product": "com.example:notedfu",
+                "sn": "notedfu-sim"}
+
+    def _req_hub_set(self, req: dict, now: float) -> dict:
+        mode = req.get("mode")
+        if mode is None:
+            return {}
+        if mode == "dfu":
+            if self.hub_mode != "dfu":
+                self.mode_before_dfu = self.hub_mode
+                self.dfu_entered_at = now
+                self.hub_mode = "dfu"
+            self.dfu_renewed_at = now
+        elif mode == "dfu-completed":
+            if self.hub_mode == "dfu":
+                self.hub_mode = self.mode_before_dfu
+        elif mode == "-":
+            self.hub_mode = DEFAULT_HUB_MODE
+        elif mode in HUB_MODES:
+            self.hub_mode = mode
+        else:
+            return {"err": f"unknown mode: {mode}"}
+        return {}
+
+    def _req_dfu_status(self, req: dict, now: float) -> dict:
+        if req.get("name", "user") == "card":
+            return {"mode": "idle", "on": True}
+        if req.get("on") is True:
+            self.dfu_on = True
+        if req.get("off") is True:
+            self.dfu_on = False
+        if isinstance(req.get("vvalue"), str):
+            self.vvalue = req["vvalue"]
+        if "version" in req:
+            self.host_version = req["version"]
+            self.reports.append({"version": req["version"]})
+        if req.get("stop") is True:
+            report = {k: req[k] for k in ("status", "err") if k in req}
+            self.reports.append({"stop": True, **report})
+            self.image, self.meta, self.binary_store = None, {}, b""
+            self.dfu_state = "error" if "err" in req else "completed"
+            self.dfu_status_text = str(req.get("err") or req.get("status") or "")
+        rsp: dict[str, Any] = {"mode": self.dfu_state, "on": self.dfu_on}
+        if self.vvalue:
+            rsp["vvalue"] = self.vvalue
+        if self.dfu_state == "downloading" and self.image is not None:
+            done = int(len(self.image) * min(1.0, (now - self.download_started) / self.config.download_seconds))
+            rsp["status"] = f"downloaded {done * 100 // len(self.image)}% ({done}/{len(self.image)})"
+            rsp["pending"] = True
+        elif self.dfu_state == "ready":
+            rsp["status"] = "successfully downloaded"
+            rsp["body"] = self.meta
+        elif self.dfu_status_text:
+            rsp["status"] = self.dfu_status_text
+        return rsp
+
+    def _req_dfu_get(self, req: dict, now: float) -> dict | Reply:
+        if self.hub_mode != "dfu":
+            return {"err": ERR_NOT_DFU}
+        if now - self.dfu_entered_at < self.config.ready_delay:
+            return {"err": ERR_NOT_READY}
+        if self.dfu_state != "ready" or self.image is None:
+            return {"err": "no host firmware image is available {dfu-dl}"}
+        length, offset = req.get("length", 0), req.get("offset", 0)
+        if not isinstance(length, int) or not isinstance(offset, int) or isinstance(length, bool):
+            return {"err": "dfu.get: offset and length must be integers"}
+        if length == 0:
+            return {"payload": ""}
+        if length > self.config.max_chunk:
+            return {"err": f"dfu.get: length {length} exceeds the maximum chunk ({self.config.max_chunk}) "
+                           "{dfu-dl-chunk-length}"}
+        if length < 0 or offset < 0 or offset + length > len(self.image):
+            return {"err": f"dfu.get: offset {offset} length {length} outside the image ({len(self.image)}) "
+                           "{dfu-total-length}"}
+
+        self.data_requests += 1
+        fault = self._take_fault()
+        if fault == "restart":
+            self.restart()
+            return Reply(b"", self.request_latency, restarted=True)
+        if fault == "io":
+            return {"err": "error reading DFU storage {io}"}
+
+        chunk = self.image[offset:offset + length]
+        for i in range(offset, offset + length):
+            if self.served[i] < 255:
+                self.served[i] += 1
+        read_seconds = self.request_latency + self.read_seconds_per_kib * length / 1024
+        if self.config.binary and req.get("binary") is True:
+            self.binary_store = chunk
+            self._armed = Fault(fault) if fault in DATA_FAULTS else None
+            rsp = {"cobs": len(cobs_encode(chunk)), "length": length, "status": md5_hex(chunk)}
+            reply = self._reply(rsp, card_seconds=read_seconds)
+        else:
+            rsp = self._data_response(chunk, fault, base64_payload=True)
+            if offset == 0:
+                rsp["body"] = self.meta
+            reply = self._reply(rsp, card_seconds=read_seconds)
+        return self._damage(reply, fault)
+
+    def _req_card_binary(self, req: dict, now: float) -> dict:
+        if not self.config.binary:
+            return {"err": "unknown request: card.binary {io}{not-supported}"}
+        if req.get("delete") is True:
+            self.binary_store = b""
+        rsp: dict[str, Any] = {"max": BINARY_MAX}
+        if self.binary_store:
+            rsp.update(length=len(self.binary_store), cobs=len(cobs_encode(self.binary_store)),
+                       status=md5_hex(self.binary_store))
+        return rsp
+
+    def _req_card_binary_get(self, req: dict, now: float) -> dict | Reply:
+        if not self.config.binary:
+            return {"err": "unknown request: card.binary.get {io}{not-supported}"}
+        if not self.binary_store:
+            return {"err": "no binary data is available {bad-bin}"}
+        offset = req.get("offset", 0)
+        length = req.get("length", len(self.binary_store) - offset)
+        if not isinstance(offset, int) or not isinstance(length, int) or offset < 0 or length < 0 \
+                or offset + length > len(self.binary_store):
+            return {"err": "card.binary.get: offset/length outside the binary store {bad-bin}"}
+        fault = self._armed.kind if self._armed else None
+        self._armed = None
+        chunk = self.binary_store[offset:offset + length]
+        status = md5_hex(chunk)
+        if fault == "md5":
+            status = md5_hex(chunk + b"!")
+        if fault == "truncate":
+            chunk = chunk[: len(chunk) // 2]
+        encoded = cobs_encode(chunk)
+        if fault == "badb64":  # the binary twin of bad base64: a zero byte inside COBS data
+            encoded = bytes([encoded[0] ^ 0x7F]) + encoded[1:]
+        reply = self._reply({"status": status, "cobs": len(encoded)}, tail=encoded + b"\n")
+        return self._damage(reply, fault)
+
+    def _req_card_version(self, req: dict, now: float) -> dict:
+        major, minor, patch = (9, 1, 1) if self.config.binary else (5, 1, 1)
+        version = f"notecard-{major}.{minor}.{patch}"
+        return {"version": f"{version}.1", "device": "dev:000000000000000", "name": "Blues Wireless Notecard",
+                "sku": "NOTE-SIM", "board": "sim", "api": major,
+                "body": {"org": "Blues Wireless", "product": "Notecard", "version": version,
+                         "ver_major": major, "ver_minor": minor, "ver_patch": patch, "ver_build": 1,
+                         "built": "simulated"}}
+
+    def _req_card_dfu(self, req: dict, now: float) -> dict:
+        if "name" in req:
+            self.card_dfu["name"] = req["name"]
+        for flag in ("on", "off"):
+            if req.get(flag) is True:
+                self.card_dfu["on"] = flag == "on"
+        return {"name": self.card_dfu.get("name", "-"), "on": bool(self.card_dfu.get("on", False))}
+
+    # ------------------------------------------------------------ faults
+    def _take_fault(self) -> str | None:
+        for fault in self.config.faults:
+            if fault.due(self.data_requests):
+                fault.fired += 1
+                return fault.kind
+        return None
+
+    def _data_response(self, chunk: bytes, fault: str | None, base64_payload: bool) -> dict:
+        status = md5_hex(chunk)
+        if fault == "md5":
+            status = md5_hex(chunk + b"!")
+        if fault == "truncate":
+            chunk = chunk[: len(chunk) // 2]
+        payload = base64.b64encode(chunk).decode()
+        if fault == "badb64":
+            payload = "!!" + payload[2:]
+        return {"payload": payload, "status": status}
+
+    @staticmethod
+    def _damage(reply: Reply, fault: str | None) -> Reply:
+        """Apply the faults that hurt the bytes on the wire, not the content."""
+        data = reply.data
+        if fault == "drop" and len(data) > 40:
+            data = data[:20] + data[36:]
+        elif fault == "corrupt" and len(data) > 30:
+            i = 12
+            data = data[:i] + bytes([data[i] ^ 0x01]) + data[i + 1:]
+        elif fault == "garbage":
+            data = b"\x00\xff#garbage-from-the-card\r\n" + data
+        elif fault == "nonewline":
+            data = data.rstrip(b"\r\n")
+        reply.data = data
+        return reply
+
+
+def card_from_options(opts: dict[str, str | list[str]]) -> NotecardSim:
+    """A simulated card from string options: ``profile``, ``latency``, ``per_kib``,
+    ``rate`` (bits per second) and everything :meth:`SimConfig.from_options` takes."""
+    def one(key: str) -> float | None:
+        value = opts.get(key)
+        value = value[-1] if isinstance(value, list) else value
+        return None if value is None else float(value)
+
+    name = opts.get("profile", "usb")
+    link = profile(name[-1] if isinstance(name, list) else name).with_overrides(
+        request_latency=one("latency"), read_seconds_per_kib=one("per_kib"), bits_per_second=one("rate"))
+    return NotecardSim(SimConfig.from_options(opts), link)
+
+
+def _firmware_info(image: bytes) -> dict:
+    """The ``firmware::info:{…}`` JSON embedded in an image, as Notehub reads it."""
+    marker = image.find(b"firmware::info:")
+    if marker < 0:
+        return {}
+    start = marker + len(b"firmware::info:")
+    end = image.find(b"}", start)
+    try:
+        return json.loads(image[start:end + 1])
+    except ValueError:
+        return {}

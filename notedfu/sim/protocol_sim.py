@@ -1,0 +1,108 @@
+"""pyserial URL handler for ``sim://``: simulated devices behind a real port API.
+
+``sim://notecard?image=fw.bin&profile=uart9600&fault=corrupt@3&name=bench``
+
+Options (URL query): ``image``, ``profile`` (uart9600, aux115200, usb, i2c100k,
+i2c400k), ``latency`` and ``per_kib`` (card seconds), ``rate`` (bits/s),
+``download`` (seconds Notehub takes), ``ready_delay``, ``dfu_timeout``,
+``max_chunk``, ``binary`` (0/1), ``mode`` (initial hub mode), ``fault``
+(repeatable, see :mod:`notedfu.sim.faults`), ``name`` (share one card).
+
+Only ``serial.serial_for_url`` resolves URLs (``serial.Serial`` does not), and
+pyserial hides an ``ImportError`` in this module as "protocol not known": keep
+its imports to the standard library, pyserial and notedfu.
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.parse
+
+import serial
+from serial.serialutil import PortNotOpenError, SerialBase, SerialException
+
+from notedfu.sim import registry
+from notedfu.sim.cardport import CardPort
+from notedfu.sim.notecard import card_from_options
+
+
+def parse_sim_url(url: str) -> tuple[str, dict[str, list[str]]]:
+    """Split ``sim://DEVICE?query`` into (device, options)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme.lower() != "sim":
+        raise SerialException(f"expected a sim:// URL, got {url!r}")
+    return parts.netloc.lower(), urllib.parse.parse_qs(parts.query, keep_blank_values=True)
+
+
+class Serial(SerialBase):
+    """A serial port whose far end is a simulated device."""
+
+    def open(self) -> None:
+        """Parse the URL in ``self.port`` and connect to the simulated device."""
+        if self.is_open:
+            raise SerialException("port already open")
+        device, opts = parse_sim_url(self.port)
+        if device != "notecard":
+            raise SerialException(f"unknown simulated device {device!r} in {self.port!r} (known: notecard)")
+        try:
+            name = opts.get("name", [None])[-1]
+            card = registry.get_or_create("notecard", name, lambda: card_from_options(opts))
+        except (OSError, ValueError) as exc:
+            raise SerialException(f"bad sim:// URL {self.port!r}: {exc}") from exc
+        self.card = card
+        self._link = CardPort(card, card.link)
+        self.is_open = True
+
+    def close(self) -> None:
+        """Disconnect (the named card keeps its state)."""
+        self.is_open = False
+
+    def _reconfigure_port(self, force_update: bool = False) -> None:
+        """Nothing to configure: the link speed comes from the profile."""
+
+    @property
+    def in_waiting(self) -> int:
+        """Bytes that have arrived and can be read now."""
+        if not self.is_open:
+            raise PortNotOpenError()
+        return self._link.available(time.monotonic())
+
+    def read(self, size: int = 1) -> bytes:
+        """Read up to ``size`` bytes, waiting as the wire would, up to ``timeout``."""
+        if not self.is_open:
+            raise PortNotOpenError()
+        deadline = None if self._timeout is None else time.monotonic() + self._timeout
+        out = bytearray()
+        while True:
+            now = time.monotonic()
+            out += self._link.read(size - len(out), now)
+            if len(out) >= size:
+                return bytes(out)
+            remaining = None if deadline is None else deadline - now
+            if remaining is not None and remaining <= 0:
+                return bytes(out)
+            wait = self._link.time_until(size - len(out), now)
+            if wait is None:  # nothing more is coming in this process
+                if remaining is None:
+                    return bytes(out)
+                wait = remaining
+            time.sleep(max(0.0, min(wait, remaining if remaining is not None else wait)) + 1e-6)
+
+    def write(self, data: bytes) -> int:
+        """Send bytes to the device."""
+        if not self.is_open:
+            raise PortNotOpenError()
+        data = bytes(data)
+        self._link.feed(data, time.monotonic())
+        return len(data)
+
+    def reset_input_buffer(self) -> None:
+        """Discard what the device has sent."""
+        self._link.reset_input()
+
+    def reset_output_buffer(self) -> None:
+        """Nothing is buffered on the way out."""
+
+
+# pyserial's handler lookup wants the module attribute ``Serial``.
+__all__ = ["Serial", "parse_sim_url", "serial"]
