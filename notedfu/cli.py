@@ -1,0 +1,292 @@
+"""The ``notedfu`` command line.
+
+Every subcommand ends in one of the exit codes of :class:`notedfu.errors.ExitCode`;
+a failure prints one line, ``notedfu: E_CODE: message``, on stderr (and a
+``FAILURE`` status event on stdout with ``--json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+from notedfu import __version__
+from notedfu.errors import ExitCode, Interrupted, NotedfuError, UsageError
+from notedfu.events import Events, RichProgress, json_lines_sink
+
+
+def _add_notecard_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("Notecard link")
+    group.add_argument("--notecard", metavar="SPEC",
+                       help="serial device (/dev/ttyACM0, /dev/serial0?baud=9600), i2c:/dev/i2c-1, "
+                            "or sim://notecard?… (default: $NOTEDFU_NOTECARD)")
+    group.add_argument("--baud", type=int, help="serial baud rate (default 9600; ignored by USB)")
+    group.add_argument("--timeout", type=float, default=30.0, metavar="S",
+                       help="seconds to wait for each Notecard answer (default 30)")
+    group.add_argument("--state-dir", type=Path, metavar="DIR",
+                       help="where images are staged (default $NOTEDFU_STATE_DIR, /var/lib/notedfu "
+                            "or ~/.local/state/notedfu)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every subcommand."""
+    parser = argparse.ArgumentParser(prog="notedfu", description="Host firmware updates from a Blues Notecard.")
+    parser.add_argument("--version", action="version", version=f"notedfu {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    status = sub.add_parser("status", help="the Notecard's DFU state, the image it holds, what is staged")
+    _add_notecard_options(status)
+    status.add_argument("--json", action="store_true", help="print one JSON object")
+    status.set_defaults(run=cmd_status)
+
+    fetch = sub.add_parser("fetch", help="download the image from the Notecard, verified and resumable")
+    _add_notecard_options(fetch)
+    fetch.add_argument("-o", "--output", type=Path, metavar="FILE", help="also copy the verified image here")
+    fetch.add_argument("--json", action="store_true", help="JSON-lines events on stdout")
+    fetch.add_argument("--chunk", type=int, default=8192, help="first chunk size to ask for (default 8192)")
+    fetch.add_argument("--ready-timeout", type=float, default=120.0, metavar="S",
+                       help="how long DFU mode may take to become active (default 120)")
+    fetch.add_argument("--renew", type=float, default=600.0, metavar="S",
+                       help="re-send hub.set dfu this often during long transfers (default 600)")
+    fetch.add_argument("--base64", action="store_true", help="do not use the binary mode even if offered")
+    fetch.set_defaults(run=cmd_fetch)
+
+    dfu = sub.add_parser("dfu", help="the Notecard's download policy: on, off, or a battery rule (vvalue)")
+    dfu.add_argument("action", choices=("on", "off", "vvalue"))
+    dfu.add_argument("rule", nargs="?", help="for vvalue: e.g. 'usb:1;high:1;normal:0;low:0;dead:0'")
+    _add_notecard_options(dfu)
+    dfu.add_argument("--json", action="store_true", help="print the resulting dfu.status as JSON")
+    dfu.set_defaults(run=cmd_dfu)
+
+    sim = sub.add_parser("sim", help="run a simulated device on a pseudo-terminal")
+    sim_sub = sim.add_subparsers(dest="device", metavar="DEVICE")
+    sim_sub.required = True
+    card = sim_sub.add_parser("notecard", help="a simulated Notecard")
+    card.add_argument("--pty", action="store_true", required=True,
+                      help="serve on a pseudo-terminal; its path is the first line printed")
+    card.add_argument("--image", type=Path, help="host firmware the card holds (ready, hub mode periodic)")
+    card.add_argument("--profile", default="usb", help="link profile: uart9600, aux115200, usb, i2c100k, i2c400k")
+    card.add_argument("--fault", action="append", default=[], metavar="KIND[@N][+]",
+                      help="inject a fault (repeatable): drop, corrupt, io, restart, md5, truncate, garbage, "
+                           "badb64, nonewline")
+    card.add_argument("--download", type=float, metavar="S", help="seconds the card spends downloading first")
+    card.add_argument("--ready-delay", type=float, metavar="S", help="DFU mode becomes active after this long")
+    card.add_argument("--dfu-timeout", type=float, metavar="S", help="DFU mode ends after this long (default 900)")
+    card.add_argument("--max-chunk", type=int, metavar="N", help="largest dfu.get length served (default 8192)")
+    card.add_argument("--no-binary", action="store_true", help="firmware without card.binary (base64 only)")
+    card.add_argument("--mode", help="initial hub mode (default periodic)")
+    card.add_argument("--latency", type=float, metavar="S", help="card seconds per request (default 0.05)")
+    card.add_argument("--per-kib", type=float, metavar="S", help="card seconds per KiB read (default 0.01)")
+    card.set_defaults(run=cmd_sim_notecard)
+
+    bench = sub.add_parser("bench", help="benchmarks on the simulators")
+    bench_sub = bench.add_subparsers(dest="what", metavar="WHAT")
+    bench_sub.required = True
+    download = bench_sub.add_parser("download", help="download speed: ours vs the lower bound vs note-python")
+    download.add_argument("--profile", action="append", metavar="NAME",
+                          help="profile(s) to run (default uart9600, aux115200, i2c100k)")
+    download.add_argument("--size", type=int, metavar="BYTES", help="image size for every profile")
+    download.add_argument("--no-peer", action="store_true", help="skip the stock note-python run")
+    download.add_argument("--json", action="store_true", help="print the results as JSON")
+    download.set_defaults(run=cmd_bench_download)
+    return parser
+
+
+# ------------------------------------------------------------------ helpers
+def _events_for(args: argparse.Namespace) -> tuple[Events, Callable[[], None]]:
+    """JSON lines with --json or when stdout is not a terminal; a progress bar otherwise."""
+    if getattr(args, "json", False) or not sys.stdout.isatty():
+        args.json = True
+        return Events(json_lines_sink(sys.stdout)), lambda: None
+    progress = RichProgress(sys.stderr)
+    return Events(progress), progress.close
+
+
+def _open(args: argparse.Namespace):
+    from notedfu.notecard.client import CardClient
+    from notedfu.notecard.link import open_notecard
+
+    return CardClient(open_notecard(args.notecard, baud=args.baud, timeout=args.timeout))
+
+
+def _staging(args: argparse.Namespace):
+    from notedfu.notecard.staging import Staging, default_state_dir
+
+    return Staging(args.state_dir or default_state_dir())
+
+
+def _copy_atomic(source: Path, dest: Path) -> None:
+    dest = dest.resolve()
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ------------------------------------------------------------------ commands
+def cmd_status(args: argparse.Namespace) -> int:
+    """``notedfu status``."""
+    from filelock import Timeout
+
+    from notedfu.notecard.dfu import Downloader, ImageInfo
+
+    staging = _staging(args)
+    downloader = Downloader(_open(args), staging)
+    repaired = None
+    try:
+        with staging.lock.acquire(timeout=0):  # no agent at work: a leftover DFU mode is ours to fix
+            repaired = downloader.repair_card_mode()
+            busy = False
+    except Timeout:
+        busy = True
+    dfu = downloader.dfu_status()
+    report: dict[str, Any] = {"hub_mode": downloader.hub_mode(), "dfu": dfu, "agent_busy": busy,
+                              "repaired_mode": repaired, "staged": []}
+    if dfu.get("mode") == "ready":
+        try:
+            report["image"] = vars(ImageInfo.from_body(dfu.get("body")))
+        except NotedfuError as exc:
+            report["image_error"] = exc.as_dict()
+    for journal in staging.journals():
+        report["staged"].append({"md5": journal.md5, "length": journal.length, "verified": journal.verified,
+                                 "complete": journal.complete, "version": journal.version,
+                                 "source": journal.source})
+    if args.json:
+        print(json.dumps(report, indent=1))
+        return ExitCode.OK
+    print(f"hub mode      {report['hub_mode']}" + (f" (restored from DFU mode: {repaired})" if repaired else ""))
+    print(f"host DFU      {dfu.get('mode')}" + (f" — {dfu['status']}" if dfu.get("status") else "")
+          + ("" if dfu.get("on", True) else " (downloads off)"))
+    if image := report.get("image"):
+        print(f"image         {image['source'] or image['name']}  {image['length']} bytes  md5 {image['md5']}"
+              + (f"  version {image['version']}" if image["version"] else ""))
+    for item in report["staged"]:
+        state = "complete" if item["complete"] else f"{100 * item['verified'] // item['length']}% (resumable)"
+        print(f"staged        {item['md5']}  {item['length']} bytes  {state}")
+    if busy:
+        print("agent         busy (another notedfu holds the state directory)")
+    return ExitCode.OK
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    """``notedfu fetch``."""
+    from filelock import Timeout
+
+    from notedfu.notecard.dfu import Downloader, FetchOptions
+
+    events, close = _events_for(args)
+    staging = _staging(args)
+    options = FetchOptions(chunk=args.chunk, ready_timeout=args.ready_timeout, renew_seconds=args.renew,
+                           binary=False if args.base64 else None)
+    try:
+        with staging.lock.acquire(timeout=0):
+            events.status("START")
+            downloader = Downloader(_open(args), staging, events, options)
+            result = downloader.fetch()
+    except Timeout:
+        raise NotedfuError(f"another notedfu is using {staging.root}", code="E_BUSY") from None
+    finally:
+        close()
+    if args.output:
+        _copy_atomic(result.path, args.output)
+    summary = {"path": str(result.path), "output": str(args.output) if args.output else None,
+               "length": result.image.length, "md5": result.image.md5, "crc32": result.image.crc32,
+               "version": result.image.version, "resumed_from": result.resumed_from, "chunks": result.chunks,
+               "chunk_size": result.chunk_size, "binary": result.binary, "seconds": round(result.seconds, 3),
+               "card_mode": result.card_mode, "already_staged": result.already_staged}
+    if args.json:
+        events.status("SUCCESS", result=summary)
+    else:
+        how = "already staged" if result.already_staged else (
+            f"{result.chunks} chunks of {result.chunk_size} ({'binary' if result.binary else 'base64'})"
+            f" in {result.seconds:.1f} s" + (f", resumed at {result.resumed_from}" if result.resumed_from else ""))
+        print(f"fetched {result.image.source or result.image.md5}: {result.image.length} bytes, md5 "
+              f"{result.image.md5}, {how}; Notecard back in '{result.card_mode}'")
+        print(f"staged at {result.path}" + (f", copied to {args.output}" if args.output else ""))
+    return ExitCode.OK
+
+
+def cmd_dfu(args: argparse.Namespace) -> int:
+    """``notedfu dfu on|off|vvalue RULE``."""
+    req: dict[str, Any] = {"req": "dfu.status", "name": "user"}
+    if args.action == "vvalue":
+        if not args.rule:
+            raise UsageError("dfu vvalue needs a rule, e.g. 'usb:1;high:1;normal:0;low:0;dead:0'")
+        req["vvalue"] = args.rule
+    else:
+        req[args.action] = True
+    rsp = _open(args).request(req)
+    if args.json:
+        print(json.dumps(rsp))
+    else:
+        rule = f", rule {rsp['vvalue']}" if rsp.get("vvalue") else ""
+        print(f"host firmware downloads {'on' if rsp.get('on', True) else 'off'}{rule} (mode {rsp.get('mode')})")
+    return ExitCode.OK
+
+
+def cmd_sim_notecard(args: argparse.Namespace) -> int:
+    """``notedfu sim notecard --pty``: serve until killed."""
+    from notedfu.sim.cardport import CardPort
+    from notedfu.sim.notecard import card_from_options
+    from notedfu.sim.pty import PtyServer
+
+    opts: dict[str, Any] = {"profile": args.profile, "fault": args.fault}
+    for key in ("image", "download", "ready_delay", "dfu_timeout", "max_chunk", "mode", "latency", "per_kib"):
+        if (value := getattr(args, key)) is not None:
+            opts[key] = str(value)
+    if args.no_binary:
+        opts["binary"] = "0"
+    try:
+        card = card_from_options(opts)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot start the simulated Notecard: {exc}", code="E_SIM_CONFIG") from exc
+    server = PtyServer(CardPort(card, card.link))
+    print(server.path, flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:  # SIGINT/SIGTERM: the normal way to stop a simulator
+        pass
+    finally:
+        server.stop()
+    return ExitCode.OK
+
+
+def cmd_bench_download(args: argparse.Namespace) -> int:
+    """``notedfu bench download``."""
+    from notedfu.bench import run_download_bench
+
+    return run_download_bench(args.profile, size=args.size, peer=not args.no_peer, as_json=args.json)
+
+
+# ------------------------------------------------------------------ entry point
+def _raise_interrupted(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; return the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _raise_interrupted)  # SIGTERM unwinds like Ctrl-C: finally blocks run
+    try:
+        return int(args.run(args))
+    except KeyboardInterrupt:
+        error: NotedfuError = Interrupted("interrupted")
+    except NotedfuError as exc:
+        error = exc
+    if getattr(args, "json", False):
+        json_lines_sink(sys.stdout)({"type": "status", "status": "FAILURE", "error": error.as_dict()})
+    print(f"notedfu: {error}", file=sys.stderr)
+    return int(error.exit_code)

@@ -1,0 +1,94 @@
+"""Events: one JSON object per line for programs, a progress bar for people.
+
+Event types (design §5):
+
+* ``status`` — ``{"type":"status","status":"START|RUN|SUCCESS|FAILURE|IDLE", …}``
+* ``step`` — ``{"type":"step","number":3,"step":"transfer","name":"…","percent":42.0,
+  "bytes":…,"total":…,"rate":…}`` (rate in bytes per second)
+* ``message`` — ``{"type":"message","level":"info|warning|error","text":"…"}``
+
+Every event also carries ``time`` (Unix seconds) and ``source`` (NOTECARD,
+LOCAL or IPC: where the image came from).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import IO, Any, Callable
+
+Sink = Callable[[dict[str, Any]], None]
+
+STEPS = ("check", "enter_dfu", "transfer", "verify", "exit_dfu", "flash", "boot", "confirm", "report")
+"""The stages of an update, in order; ``number`` in step events is the index + 1."""
+
+
+class Events:
+    """Fans events out to any number of sinks."""
+
+    def __init__(self, *sinks: Sink, source: str = "NOTECARD") -> None:
+        self.sinks: list[Sink] = list(sinks)
+        self.source = source
+
+    def emit(self, kind: str, **fields: Any) -> None:
+        """Send one event to every sink."""
+        event = {"type": kind, "time": round(time.time(), 3), "source": self.source, **fields}
+        for sink in self.sinks:
+            sink(event)
+
+    def status(self, status: str, **fields: Any) -> None:
+        """A job-level status change."""
+        self.emit("status", status=status, **fields)
+
+    def step(self, step: str, name: str, *, percent: float | None = None, done: int | None = None,
+             total: int | None = None, rate: float | None = None, state: str = "running", **fields: Any) -> None:
+        """Progress of one stage."""
+        self.emit("step", number=STEPS.index(step) + 1 if step in STEPS else 0, step=step, name=name,
+                  state=state, percent=None if percent is None else round(percent, 1), bytes=done,
+                  total=total, rate=None if rate is None else round(rate, 1), **fields)
+
+    def message(self, text: str, level: str = "info") -> None:
+        """A line for the log."""
+        self.emit("message", level=level, text=text)
+
+
+def json_lines_sink(stream: IO[str] = sys.stdout) -> Sink:
+    """Write each event as one JSON line, flushed (pipes see it at once)."""
+    def sink(event: dict[str, Any]) -> None:
+        stream.write(json.dumps(event, separators=(",", ":")) + "\n")
+        stream.flush()
+    return sink
+
+
+class RichProgress:
+    """A rich progress bar for ``step`` events and coloured ``message`` lines, on a TTY."""
+
+    def __init__(self, stream: IO[str] = sys.stderr) -> None:
+        from rich.console import Console
+        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
+                                   TransferSpeedColumn)
+
+        self.console = Console(file=stream)
+        self.progress = Progress(TextColumn("{task.description:<12}"), BarColumn(), DownloadColumn(),
+                                 TransferSpeedColumn(), TimeRemainingColumn(), console=self.console,
+                                 transient=False)
+        self.tasks: dict[str, Any] = {}
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        """Render one event."""
+        if event["type"] == "step" and event.get("total"):
+            step = event["step"]
+            if step not in self.tasks:
+                if not self.tasks:
+                    self.progress.start()
+                self.tasks[step] = self.progress.add_task(step, total=event["total"])
+            self.progress.update(self.tasks[step], completed=event.get("bytes") or 0)
+        elif event["type"] == "message":
+            style = {"warning": "yellow", "error": "bold red"}.get(event["level"], "dim")
+            self.console.print(f"[{style}]{event['text']}[/]", highlight=False)
+
+    def close(self) -> None:
+        """Stop the live display."""
+        if self.tasks:
+            self.progress.stop()

@@ -1,0 +1,103 @@
+"""Notecard requests with classified errors.
+
+Wraps a note-python card object: every request goes through note-python's
+``Transaction`` (CRC, sequence numbers, retries on ``{io}``), and every answer
+is checked before anyone trusts it. Errors come back as exceptions with the
+card's ``{tags}`` parsed, so callers decide on tags, not on message text.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from notedfu.checksums import md5_hex
+from notedfu.cobs import CobsError, cobs_decode
+from notedfu.errors import BadResponseError, CardError, IntegrityError, LinkError
+
+_TAG = re.compile(r"\{([a-z0-9-]+)\}")
+
+
+class CardRequestError(CardError):
+    """The card answered ``{"err": …}``."""
+
+    def __init__(self, request: str, err: str) -> None:
+        self.request = request
+        self.err = err
+        self.tags = frozenset(_TAG.findall(err))
+        super().__init__(f"{request}: {err}", code=_code_for(self.tags, err))
+
+
+def _code_for(tags: frozenset[str], err: str) -> str:
+    if "dfu-not-ready" in tags:
+        return "E_DFU_NOT_READY"
+    if "hub-mode" in tags or "not currently in the DFU" in err:
+        return "E_DFU_MODE_LOST"
+    if "dfu-dl-chunk-length" in tags:
+        return "E_CHUNK_TOO_LARGE"
+    if "not-supported" in tags:
+        return "E_NOT_SUPPORTED"
+    return "E_CARD_ERROR"
+
+
+class CardClient:
+    """Requests to one Notecard."""
+
+    def __init__(self, card: Any) -> None:
+        self.card = card
+
+    def request(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Send ``req``; return the answer; raise if the card said ``err``."""
+        name = str(req.get("req", "?"))
+        try:
+            rsp = self.card.Transaction(req)
+        except (KeyboardInterrupt, SystemExit):
+            self.card._reset_required = True  # an answer may be half-read: resync first next time
+            raise
+        except Exception as exc:  # note-python raises bare Exception for every I/O failure
+            self.card._reset_required = True
+            raise LinkError(f"{name}: no valid answer from the Notecard ({exc})", code="E_NOTECARD_IO") from exc
+        if not isinstance(rsp, dict):
+            raise BadResponseError(f"{name}: answer is not a JSON object", code="E_BAD_RESPONSE")
+        rsp.pop("crc", None)
+        if "err" in rsp:
+            raise CardRequestError(name, str(rsp["err"]))
+        return rsp
+
+    def binary_get(self, length: int, expected_md5: str | None = None) -> bytes:
+        """Read ``length`` bytes from the card's binary store (``card.binary.get``).
+
+        The data follows the JSON answer as one COBS-encoded line; the md5 the
+        card sends is checked, and ``expected_md5`` too when given.
+        """
+        card = self.card
+        try:
+            card.lock()
+            try:
+                rsp = card.Transaction({"req": "card.binary.get", "offset": 0, "length": length}, lock=False)
+                if isinstance(rsp, dict) and "err" not in rsp:
+                    encoded = card.read_exactly_line()
+            finally:
+                card.unlock()
+        except (KeyboardInterrupt, SystemExit):
+            card._reset_required = True
+            raise
+        except Exception as exc:
+            card._reset_required = True
+            raise LinkError(f"card.binary.get: no valid answer ({exc})", code="E_NOTECARD_IO") from exc
+        if not isinstance(rsp, dict):
+            raise BadResponseError("card.binary.get: answer is not a JSON object")
+        if "err" in rsp:
+            raise CardRequestError("card.binary.get", str(rsp["err"]))
+        try:
+            data = cobs_decode(encoded[:-1])
+        except CobsError as exc:
+            raise IntegrityError(f"card.binary.get: bad COBS data ({exc})", code="E_CHUNK_ENCODING") from exc
+        digest = md5_hex(data)
+        if digest != rsp.get("status") or (expected_md5 and digest != expected_md5):
+            raise IntegrityError("card.binary.get: data does not match its md5", code="E_CHUNK_MD5")
+        return data
+
+    def force_resync(self) -> None:
+        """Make the next request start with note-python's reset handshake."""
+        self.card._reset_required = True

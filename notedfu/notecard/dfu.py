@@ -1,0 +1,322 @@
+"""The download engine: from ``dfu.status`` ready to a verified image on disk.
+
+Sequence (design §2): ``dfu.status`` → ``hub.get`` (remember the mode) →
+``hub.set mode:dfu`` → ``dfu.get length:0`` until ready → ``dfu.get`` chunks
+(binary when the card offers it, base64 otherwise), each checked against its
+md5 and fsynced with its journal entry → whole-image length, MD5 and CRC-32 →
+the card handed back in the mode it was found in, on every path.
+"""
+
+from __future__ import annotations
+
+import binascii
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from notedfu.checksums import file_digests, md5_hex
+from notedfu.errors import (BadResponseError, IntegrityError, LinkError, NotedfuError, NotReadyError)
+from notedfu.events import Events
+from notedfu.notecard.client import CardClient, CardRequestError
+from notedfu.notecard.staging import Journal, Staging
+
+MAX_IMAGE_BYTES = 16 * 1024 * 1024  # the Notecard holds ≤ 1.5 MB; anything near this is a lie
+MIN_CHUNK = 256
+_MD5 = re.compile(r"^[0-9a-fA-F]{32}$")
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _display(value: Any, limit: int = 200) -> str:
+    """Card-supplied text made safe to print (never used as a path)."""
+    return _UNPRINTABLE.sub("?", str(value))[:limit] if value is not None else ""
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """The image the card offers, validated."""
+
+    length: int
+    md5: str
+    crc32: int
+    name: str = ""
+    source: str = ""
+    version: str = ""
+    notes: str = ""
+
+    @classmethod
+    def from_body(cls, body: Any, max_length: int = MAX_IMAGE_BYTES) -> "ImageInfo":
+        """Check the ``body`` of ``dfu.status``; raise ``BadResponseError`` on anything off."""
+        if not isinstance(body, dict):
+            raise BadResponseError("dfu.status: ready but no image metadata", code="E_IMAGE_META")
+        length, md5, crc = body.get("length"), body.get("md5"), body.get("crc32")
+        if not isinstance(length, int) or isinstance(length, bool) or not 0 < length <= max_length:
+            raise BadResponseError(f"dfu.status: image length {length!r} is not in 1..{max_length}",
+                                   code="E_IMAGE_META")
+        if not isinstance(md5, str) or not _MD5.match(md5):
+            raise BadResponseError(f"dfu.status: image md5 {_display(md5, 40)!r} is not 32 hex digits",
+                                   code="E_IMAGE_META")
+        if not isinstance(crc, int) or isinstance(crc, bool) or not 0 <= crc <= 0xFFFFFFFF:
+            raise BadResponseError(f"dfu.status: image crc32 {_display(crc, 40)!r} is not a 32-bit number",
+                                   code="E_IMAGE_META")
+        info = body.get("info")
+        version = info.get("version") if isinstance(info, dict) else None
+        return cls(length, md5.lower(), crc, _display(body.get("name")), _display(body.get("source")),
+                   _display(version, 64) if isinstance(version, str) else "", _display(body.get("notes")))
+
+
+@dataclass
+class FetchOptions:
+    """Knobs of the download engine."""
+
+    chunk: int = 8192  # first chunk size tried; steps down when the card refuses it
+    ready_timeout: float = 120.0  # how long DFU mode may take to become active
+    ready_poll: float = 1.0  # between dfu.get length:0 probes
+    renew_seconds: float = 600.0  # re-send hub.set dfu this often (the card drops DFU mode after 15 min)
+    retries: int = 5  # tries per chunk before giving up
+    max_image: int = MAX_IMAGE_BYTES
+    binary: bool | None = None  # None: use binary when the card offers it (detected)
+
+
+@dataclass
+class FetchResult:
+    """What a fetch did."""
+
+    path: Path
+    image: ImageInfo
+    resumed_from: int = 0
+    chunks: int = 0
+    chunk_size: int = 0
+    binary: bool = False
+    seconds: float = 0.0
+    card_mode: str = ""
+    already_staged: bool = False
+    retried_chunks: int = 0
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+class Downloader:
+    """Fetches the image the Notecard holds into the staging directory."""
+
+    def __init__(self, client: CardClient, staging: Staging, events: Events | None = None,
+                 options: FetchOptions | None = None) -> None:
+        self.client = client
+        self.staging = staging
+        self.events = events or Events()
+        self.options = options or FetchOptions()
+        self._last_renew = 0.0
+
+    # ------------------------------------------------------------ public
+    def dfu_status(self) -> dict[str, Any]:
+        """The card's host-DFU status (``dfu.status name:user``)."""
+        return self.client.request({"req": "dfu.status", "name": "user"})
+
+    def hub_mode(self) -> str:
+        """The card's current hub mode."""
+        mode = self.client.request({"req": "hub.get"}).get("mode")
+        if not isinstance(mode, str):
+            raise BadResponseError("hub.get: no mode in the answer", code="E_BAD_RESPONSE")
+        return mode
+
+    def repair_card_mode(self) -> str | None:
+        """Hand the card back if a crashed agent left it in DFU mode; return the mode set."""
+        saved = self.staging.saved_card_mode()
+        if saved is None:
+            return None
+        if self.hub_mode() == "dfu":
+            self.events.message(f"the Notecard was left in DFU mode by an interrupted run: restoring '{saved}'",
+                                "warning")
+            self._set_mode(saved)
+        self.staging.clear_card_mode()
+        return saved
+
+    def fetch(self) -> FetchResult:
+        """Download, verify and stage the image the card offers."""
+        started = time.monotonic()
+        self.events.step("check", "checking the Notecard")
+        status = self.dfu_status()
+        mode = status.get("mode")
+        if mode != "ready":
+            self.repair_card_mode()
+            if mode == "downloading":
+                raise NotReadyError(f"the Notecard is still downloading the image ({_display(status.get('status'))})",
+                                    code="E_DOWNLOADING")
+            raise NotReadyError(f"no image ready on the Notecard (dfu.status mode {_display(mode)!r})")
+        image = ImageInfo.from_body(status.get("body"), self.options.max_image)
+        journal = self.staging.journal(image.md5, image.length, image.crc32, source=image.source,
+                                       version=image.version)
+        result = FetchResult(path=self.staging.paths(image.md5)[2], image=image, resumed_from=journal.verified)
+        if journal.complete:
+            result.card_mode = self.repair_card_mode() or ""
+            result.already_staged = True
+            self.events.message(f"image {image.md5} is already staged and verified")
+            return result
+
+        saved = self.staging.saved_card_mode()
+        current = self.hub_mode()
+        if saved is None and current != "dfu":
+            saved = current
+            self.staging.save_card_mode(saved)
+        try:
+            self.events.step("enter_dfu", "switching the Notecard to DFU mode")
+            self._enter_dfu()
+            self.events.step("transfer", "reading the image from the Notecard", percent=0.0,
+                             done=journal.verified, total=image.length)
+            self._transfer(journal, result)
+            self.events.step("verify", "verifying length, MD5 and CRC-32")
+            result.path = self._verify(journal)
+        finally:
+            self.events.step("exit_dfu", "handing the Notecard back")
+            result.card_mode = self._restore(saved)
+        result.seconds = time.monotonic() - started
+        return result
+
+    # ------------------------------------------------------------ card mode
+    def _set_mode(self, mode: str) -> None:
+        self.client.request({"req": "hub.set", "mode": mode})
+
+    def _enter_dfu(self) -> None:
+        self._set_mode("dfu")
+        self._last_renew = time.monotonic()
+        deadline = time.monotonic() + self.options.ready_timeout
+        while True:
+            try:
+                self.client.request({"req": "dfu.get", "length": 0})
+                return
+            except CardRequestError as exc:
+                if exc.code == "E_DFU_MODE_LOST":  # dropped out between set and probe: ask again
+                    self._set_mode("dfu")
+                elif exc.code != "E_DFU_NOT_READY":
+                    raise
+            if time.monotonic() > deadline:
+                raise NotReadyError(f"DFU mode did not become active within {self.options.ready_timeout:g} s",
+                                    code="E_DFU_NOT_READY")
+            time.sleep(self.options.ready_poll)
+
+    def _restore(self, saved: str | None) -> str:
+        """Hand the card back; on failure keep card-mode.json so the next start repairs it."""
+        target = saved or "dfu-completed"
+        try:
+            self._set_mode(target)
+            mode = self.hub_mode()
+        except NotedfuError as exc:
+            self.events.message(f"could not hand the Notecard back ({exc}); the next run will", "error")
+            return "dfu"
+        if saved is not None:
+            self.staging.clear_card_mode()
+        return mode
+
+    # ------------------------------------------------------------ transfer
+    def _binary_capacity(self) -> int:
+        """The card's binary store size, or 0 if it has no binary mode."""
+        if self.options.binary is False:
+            return 0
+        try:
+            rsp = self.client.request({"req": "card.binary"})
+        except CardRequestError as exc:
+            if exc.code == "E_NOT_SUPPORTED" or "bad-bin" in exc.tags:
+                return 0
+            raise
+        capacity = rsp.get("max")
+        return capacity if isinstance(capacity, int) and capacity > 0 else 0
+
+    def _transfer(self, journal: Journal, result: FetchResult) -> None:
+        capacity = self._binary_capacity()
+        binary = capacity > 0
+        chunk = min(self.options.chunk, capacity) if binary else self.options.chunk
+        offset = journal.verified
+        tries = 0
+        fd = self.staging.open_part(journal)
+        t0, bytes0 = time.monotonic(), offset
+        try:
+            while offset < journal.length:
+                if time.monotonic() - self._last_renew > self.options.renew_seconds:
+                    self._set_mode("dfu")  # restarts the card's 15-minute DFU timer
+                    self._last_renew = time.monotonic()
+                length = min(chunk, journal.length - offset)
+                try:
+                    data, binary = self._get_chunk(offset, length, binary)
+                except CardRequestError as exc:
+                    if exc.code == "E_CHUNK_TOO_LARGE" and chunk > MIN_CHUNK:
+                        chunk = max(MIN_CHUNK, chunk // 2)
+                        self.events.message(f"the Notecard refused the chunk size: trying {chunk}", "warning")
+                        continue
+                    if exc.code == "E_NOT_SUPPORTED" and binary:
+                        binary = False
+                        continue
+                    if exc.code not in ("E_DFU_MODE_LOST", "E_DFU_NOT_READY"):
+                        raise
+                    tries += 1
+                    if tries > self.options.retries:
+                        raise
+                    self.events.message(f"the Notecard left DFU mode ({exc.err}): entering it again", "warning")
+                    self._enter_dfu()
+                    continue
+                except (IntegrityError, BadResponseError, LinkError) as exc:
+                    tries += 1
+                    result.retried_chunks += 1
+                    if tries > self.options.retries:
+                        raise type(exc)(f"chunk at offset {offset}: {exc.message} "
+                                        f"({self.options.retries} retries)", code=exc.code) from exc
+                    self.events.message(f"chunk at offset {offset}: {exc.message}; retrying", "warning")
+                    continue
+                self.staging.write_chunk(fd, journal, offset, data)
+                offset += length
+                tries = 0
+                result.chunks += 1
+                elapsed = time.monotonic() - t0
+                self.events.step("transfer", "reading the image from the Notecard",
+                                 percent=100.0 * offset / journal.length, done=offset, total=journal.length,
+                                 rate=(offset - bytes0) / elapsed if elapsed > 0 else None)
+        finally:
+            os.close(fd)
+        result.chunk_size = chunk
+        result.binary = binary
+
+    def _get_chunk(self, offset: int, length: int, binary: bool) -> tuple[bytes, bool]:
+        """One verified chunk; also says whether the card really answered in binary."""
+        req: dict[str, Any] = {"req": "dfu.get", "offset": offset, "length": length}
+        if binary:
+            req["binary"] = True
+        rsp = self.client.request(req)
+        status = rsp.get("status")
+        if not isinstance(status, str) or not _MD5.match(status):
+            raise BadResponseError("dfu.get: no md5 status for the chunk", code="E_BAD_RESPONSE")
+        status = status.lower()
+        if "payload" in rsp:  # base64: older firmware ignores "binary"
+            payload = rsp["payload"]
+            if not isinstance(payload, str):
+                raise BadResponseError("dfu.get: payload is not a string", code="E_BAD_RESPONSE")
+            try:
+                data = binascii.a2b_base64(payload, strict_mode=True)
+            except (binascii.Error, ValueError) as exc:
+                raise IntegrityError(f"dfu.get: payload is not valid base64 ({exc})", code="E_CHUNK_ENCODING") from exc
+            binary = False
+        elif binary and "cobs" in rsp:
+            data = self.client.binary_get(length, expected_md5=status)
+        else:
+            raise BadResponseError("dfu.get: answer has neither payload nor binary data", code="E_BAD_RESPONSE")
+        if len(data) != length:
+            raise IntegrityError(f"dfu.get: got {len(data)} bytes, asked for {length}", code="E_CHUNK_LENGTH")
+        if md5_hex(data) != status:
+            raise IntegrityError("dfu.get: chunk does not match its md5", code="E_CHUNK_MD5")
+        return data, binary
+
+    # ------------------------------------------------------------ verify
+    def _verify(self, journal: Journal) -> Path:
+        part = self.staging.paths(journal.md5)[0]
+        with open(part, "rb") as stream:
+            md5, crc, have = file_digests(stream, journal.length)
+        problem = None
+        if have != journal.length:
+            problem = ("E_IMAGE_LENGTH", f"staged image has {have} bytes, the Notecard said {journal.length}")
+        elif md5 != journal.md5:
+            problem = ("E_IMAGE_MD5", f"image MD5 {md5} does not match the Notecard's {journal.md5}")
+        elif crc != journal.crc32:
+            problem = ("E_IMAGE_CRC32", f"image CRC-32 {crc:08x} does not match the Notecard's {journal.crc32:08x}")
+        if problem:
+            self.staging.discard(journal.md5)  # every chunk matched yet the whole does not: start over next time
+            raise IntegrityError(problem[1], code=problem[0])
+        return self.staging.complete(journal)

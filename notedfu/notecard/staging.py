@@ -1,0 +1,195 @@
+"""Staging on disk: the image being fetched, its journal, and the card's saved mode.
+
+Layout under the state directory::
+
+    agent.lock             held while an agent works (status may repair only if free)
+    card-mode.json         the hub mode to hand back, written before ``hub.set dfu``
+    staging/<md5>.part     the image as far as it is verified
+    staging/<md5>.json     the journal: image metadata + verified length
+    staging/<md5>.bin      a complete, verified image
+
+Files are named by the image's MD5 (validated hex), never by anything else the
+card says, so a hostile ``name`` or ``source`` cannot place a file anywhere.
+Every journal update is atomic (write, fsync, rename, fsync the directory): a
+power cut leaves either the old or the new journal, and the journal never
+claims more than the ``.part`` file holds, because the data is fsynced first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+from notedfu.errors import NotedfuError
+
+_MD5 = re.compile(r"^[0-9a-f]{32}$")
+ENV_STATE_DIR = "NOTEDFU_STATE_DIR"
+
+
+def default_state_dir() -> Path:
+    """``$NOTEDFU_STATE_DIR``, else ``/var/lib/notedfu`` if writable, else the user's state dir."""
+    if env := os.environ.get(ENV_STATE_DIR):
+        return Path(env)
+    system = Path("/var/lib/notedfu")
+    if os.access(system if system.exists() else system.parent, os.W_OK):
+        return system
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(base) / "notedfu"
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Replace ``path`` with ``data`` so that a crash leaves the old or the new file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as stream:
+            json.dump(data, stream, indent=1, sort_keys=True)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or create in ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object from ``path``, or ``None`` if missing or unreadable (a torn file is ignored)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+@dataclass
+class Journal:
+    """What is known about one image being staged."""
+
+    md5: str
+    length: int
+    crc32: int
+    verified: int = 0  # bytes of .part proven good, always a chunk boundary
+    source: str = ""  # for display only, never used as a path
+    version: str = ""
+    complete: bool = False
+
+
+class Staging:
+    """The state directory of one agent."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.dir = self.root / "staging"
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise NotedfuError(f"cannot use state directory {self.root}: {exc}", code="E_STATE_DIR") from exc
+        self.lock = FileLock(str(self.root / "agent.lock"))
+
+    # -------------------------------------------------------- card mode
+    @property
+    def _card_mode_path(self) -> Path:
+        return self.root / "card-mode.json"
+
+    def saved_card_mode(self) -> str | None:
+        """The mode to hand the card back in, if an agent took it into DFU mode."""
+        data = read_json(self._card_mode_path)
+        mode = data.get("mode") if data else None
+        return mode if isinstance(mode, str) and mode and mode != "dfu" else None
+
+    def save_card_mode(self, mode: str) -> None:
+        """Remember the card's mode, durably, before changing it."""
+        write_json_atomic(self._card_mode_path, {"mode": mode})
+
+    def clear_card_mode(self) -> None:
+        """The card is back in its mode: forget it."""
+        self._card_mode_path.unlink(missing_ok=True)
+        fsync_dir(self.root)
+
+    # -------------------------------------------------------- images
+    def paths(self, md5: str) -> tuple[Path, Path, Path]:
+        """(.part, .json, .bin) for an image; ``md5`` must be validated hex."""
+        if not _MD5.match(md5):
+            raise ValueError(f"not an md5: {md5!r}")
+        return self.dir / f"{md5}.part", self.dir / f"{md5}.json", self.dir / f"{md5}.bin"
+
+    def journal(self, md5: str, length: int, crc32: int, **extra: Any) -> Journal:
+        """The journal for this image: resumed if it matches, else a fresh one."""
+        part, path, final = self.paths(md5)
+        data = read_json(path)
+        if data:
+            try:
+                old = Journal(**{k: data[k] for k in Journal.__dataclass_fields__ if k in data})
+            except TypeError:
+                old = None
+            if old and old.length == length and old.crc32 == crc32:
+                have = final.stat().st_size if old.complete and final.exists() else \
+                    part.stat().st_size if part.exists() else -1
+                if old.complete and have == length:
+                    return old
+                if not old.complete and 0 <= old.verified <= min(have, length):
+                    return old
+        journal = Journal(md5=md5, length=length, crc32=crc32, **extra)
+        part.unlink(missing_ok=True)
+        self.save(journal)
+        return journal
+
+    def save(self, journal: Journal) -> None:
+        """Write the journal durably."""
+        write_json_atomic(self.paths(journal.md5)[1], asdict(journal))
+
+    def open_part(self, journal: Journal) -> int:
+        """A file descriptor on the ``.part`` file, for ``write_chunk``."""
+        return os.open(self.paths(journal.md5)[0], os.O_RDWR | os.O_CREAT, 0o644)
+
+    def write_chunk(self, fd: int, journal: Journal, offset: int, data: bytes) -> None:
+        """Put a verified chunk on disk, then move the journal past it."""
+        os.pwrite(fd, data, offset)
+        os.fsync(fd)
+        journal.verified = offset + len(data)
+        self.save(journal)
+
+    def complete(self, journal: Journal) -> Path:
+        """The ``.part`` is whole and verified: make it the staged ``.bin``."""
+        part, _, final = self.paths(journal.md5)
+        with open(part, "r+b") as stream:
+            stream.truncate(journal.length)
+            os.fsync(stream.fileno())
+        os.replace(part, final)
+        journal.complete = True
+        journal.verified = journal.length
+        self.save(journal)
+        return final
+
+    def discard(self, md5: str) -> None:
+        """Forget an image (it failed whole-image verification)."""
+        for path in self.paths(md5):
+            path.unlink(missing_ok=True)
+
+    def journals(self) -> list[Journal]:
+        """Every journal in the staging directory."""
+        found = []
+        for path in sorted(self.dir.glob("*.json")):
+            data = read_json(path)
+            if data and _MD5.match(str(data.get("md5", ""))):
+                try:
+                    found.append(Journal(**{k: data[k] for k in Journal.__dataclass_fields__ if k in data}))
+                except TypeError:
+                    continue
+        return found

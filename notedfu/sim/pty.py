@@ -1,0 +1,103 @@
+"""Serve a simulated device on a pseudo-terminal.
+
+Third-party programs (a note-python script, ``stm32flash``, minicom) open the
+slave side like any serial port; the server feeds what they write to a
+:class:`~notedfu.sim.cardport.CardPort` and writes the answers back at the
+link's speed. The server keeps its own slave descriptor open so a client may
+close and reopen the port without the master seeing a hang-up.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import pty
+import select
+import threading
+import time
+import tty
+from typing import Protocol
+
+
+class ByteDevice(Protocol):
+    """The byte-level side of a simulated device (a ``CardPort`` and alike)."""
+
+    def feed(self, data: bytes, now: float) -> None: ...
+    def available(self, now: float) -> int: ...
+    def read(self, size: int, now: float) -> bytes: ...
+    def time_until(self, count: int, now: float) -> float | None: ...
+
+
+MIN_WAKE = 0.002  # pace output in bursts of at least this long: bounded wake-ups at slow baud rates
+
+
+class PtyServer:
+    """A simulated device behind ``/dev/pts/N``."""
+
+    def __init__(self, device: ByteDevice) -> None:
+        self.device = device
+        self.master, self._slave = pty.openpty()
+        tty.setraw(self._slave)
+        os.set_blocking(self.master, False)
+        self.path = os.ttyname(self._slave)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._unsent = b""
+
+    def start(self) -> "PtyServer":
+        """Serve in a background thread."""
+        self._thread = threading.Thread(target=self.serve_forever, name=f"pty {self.path}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close the pty."""
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=2)
+        for fd in (self.master, self._slave):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def serve_forever(self) -> None:
+        """Move bytes until ``stop`` is called."""
+        while not self._stop.is_set():
+            now = time.monotonic()
+            wait = 0.2
+            if self._unsent:
+                wait = MIN_WAKE
+            else:
+                due = self.device.time_until(1, now)
+                if due is not None:
+                    wait = max(MIN_WAKE, due)
+            want_write = [self.master] if self._unsent else []
+            try:
+                readable, _, _ = select.select([self.master], want_write, [], min(wait, 0.2))
+            except (OSError, ValueError):
+                return
+            now = time.monotonic()
+            if readable:
+                try:
+                    data = os.read(self.master, 65536)
+                except BlockingIOError:
+                    data = b""
+                except OSError as exc:
+                    if exc.errno == errno.EIO:  # no slave open: nothing to hear
+                        time.sleep(0.05)
+                        continue
+                    return
+                if data:
+                    self.device.feed(data, now)
+            ready = self.device.available(now)
+            if ready:
+                self._unsent += self.device.read(ready, now)
+            if self._unsent:
+                try:
+                    sent = os.write(self.master, self._unsent)
+                    self._unsent = self._unsent[sent:]
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    return
