@@ -1,0 +1,238 @@
+"""``notedfu bench download``: transfer speed against the wire's lower bound and a peer.
+
+For each link profile it runs, each in a fresh interpreter so CPU time and
+peak RSS belong to that client alone:
+
+* **ours** — :class:`~notedfu.notecard.dfu.Downloader` (binary mode, the
+  largest chunk the card takes, verified and journalled to disk);
+* **peer** — the transfer as Blues' ``python-dfu`` example does it: stock
+  note-python ``OpenSerial``/``OpenI2C``, 4096-byte base64 ``dfu.get``
+  chunks, md5 per chunk.
+
+Serial profiles talk to ``notedfu sim notecard --pty`` in another process;
+I2C profiles to the in-process simulated bus (its CPU time is counted in).
+
+The **lower bound** is the ideal request sequence (status, hub.get, hub.set,
+ready probe, chunks of the card's maximum in its most compact encoding, mode
+restore) run through the simulator's own engine with no I/O: every byte both
+ways at the link's bits per byte, plus the card time the model charges.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from notedfu.sim.notecard import NotecardSim, SimConfig, add_crc
+from notedfu.sim.timing import LinkProfile, profile
+
+DEFAULT_SIZES = {"uart9600": 64 * 1024, "aux115200": 256 * 1024, "i2c100k": 256 * 1024}
+TARGETS = {  # (bound / ours at least, ours / peer at most)
+    "uart9600": (0.90, 0.80),
+    "aux115200": (0.90, 0.70),
+    "i2c100k": (0.80, None),
+}
+PEER_CHUNK = 4096
+
+
+def make_image(size: int, seed: int = 1) -> bytes:
+    """Reproducible incompressible test data."""
+    return random.Random(seed).randbytes(size)
+
+
+# ------------------------------------------------------------------ the bound
+def lower_bound(image: bytes, link: LinkProfile, max_chunk: int = 8192) -> tuple[float, str]:
+    """Seconds of the ideal transfer on ``link``, and the encoding that gives it."""
+    best: tuple[float, str] | None = None
+    for encoding in ("binary", "base64"):
+        card = NotecardSim(SimConfig(image=image, max_chunk=max_chunk), link)
+        seq = 0
+        wire = 0
+        card_seconds = 0.0
+
+        def ask(req: dict[str, Any]) -> None:
+            nonlocal seq, wire, card_seconds
+            line = add_crc(json.dumps(req, separators=(",", ":")), seq).encode() + b"\n"
+            reply = card.handle(line[:-1], now=1e6)
+            seq += 1
+            wire += len(line) + len(reply.data)
+            card_seconds += reply.card_seconds
+
+        ask({"req": "dfu.status", "name": "user"})
+        ask({"req": "hub.get"})
+        ask({"req": "hub.set", "mode": "dfu"})
+        ask({"req": "dfu.get", "length": 0})
+        for offset in range(0, len(image), max_chunk):
+            length = min(max_chunk, len(image) - offset)
+            if encoding == "binary":
+                ask({"req": "dfu.get", "offset": offset, "length": length, "binary": True})
+                ask({"req": "card.binary.get", "offset": 0, "length": length})
+            else:
+                ask({"req": "dfu.get", "offset": offset, "length": length})
+        ask({"req": "hub.set", "mode": "periodic"})
+        seconds = link.wire_seconds(wire) + card_seconds
+        if best is None or seconds < best[0]:
+            best = (seconds, encoding)
+    assert best is not None
+    return best
+
+
+# ------------------------------------------------------------------ clients (child side)
+def _peer_transfer(card: Any, length: int, out: Path) -> None:
+    """Blues' python-dfu sequence, verbatim in spirit: 4 KiB base64 chunks, md5 each."""
+    import binascii
+    import hashlib
+
+    status = card.Transaction({"req": "dfu.status"})
+    assert status.get("mode") == "ready", status
+    card.Transaction({"req": "hub.set", "mode": "dfu"})
+    while "err" in card.Transaction({"req": "dfu.get", "length": 0}):
+        time.sleep(2.5)
+    whole = hashlib.md5()
+    with open(out, "wb") as stream:
+        for offset in range(0, length, PEER_CHUNK):
+            size = min(PEER_CHUNK, length - offset)
+            rsp = card.Transaction({"req": "dfu.get", "offset": offset, "length": size})
+            data = binascii.a2b_base64(rsp["payload"])
+            if hashlib.md5(data).hexdigest() != rsp["status"]:
+                raise RuntimeError("content checksum mismatch")
+            whole.update(data)
+            stream.write(data)
+    card.Transaction({"req": "hub.set", "mode": "dfu-completed"})
+    if whole.hexdigest() != status["body"]["md5"]:
+        raise RuntimeError("image md5 mismatch")
+
+
+def _child(who: str, spec: str, profile_name: str, image_path: str) -> dict[str, Any]:
+    """Run one transfer in this process; report wall and CPU seconds and peak RSS."""
+    image = Path(image_path).read_bytes()
+    work = Path(tempfile.mkdtemp(prefix="notedfu-bench-"))
+    if spec.startswith("i2c:"):
+        from notedfu.sim.i2c import SimI2CBus
+        from notedfu.sim.notecard import card_from_options
+
+        sim = card_from_options({"image": image_path, "profile": profile_name})
+        bus: Any = SimI2CBus(sim)
+    if who == "ours":
+        from notedfu.notecard.client import CardClient
+        from notedfu.notecard.dfu import Downloader, FetchOptions
+        from notedfu.notecard.link import open_notecard
+        from notedfu.notecard.staging import Staging
+        from notedfu.notecard.transport import FastI2C
+
+        card = FastI2C(bus) if spec.startswith("i2c:") else open_notecard(spec)
+        downloader = Downloader(CardClient(card), Staging(work), options=FetchOptions(ready_poll=0.1))
+        cpu0, t0 = time.process_time(), time.monotonic()
+        result = downloader.fetch()
+        seconds, cpu = time.monotonic() - t0, time.process_time() - cpu0
+        ok = result.path.read_bytes() == image
+        extra = {"chunk": result.chunk_size, "binary": result.binary}
+    else:
+        import notecard
+        import serial
+
+        from notedfu.notecard.transport import Smbus2Adapter
+
+        os.environ.setdefault("NOTECARD_SERIAL_LOCK_PATH", str(work / "serial.lock"))
+        if spec.startswith("i2c:"):
+            card = notecard.OpenI2C(Smbus2Adapter(bus), 0, 0)
+        else:
+            card = notecard.OpenSerial(serial.Serial(spec, 9600), lock_path=str(work / "serial.lock"))
+        cpu0, t0 = time.process_time(), time.monotonic()
+        _peer_transfer(card, len(image), work / "image.bin")
+        seconds, cpu = time.monotonic() - t0, time.process_time() - cpu0
+        ok = (work / "image.bin").read_bytes() == image
+        extra = {"chunk": PEER_CHUNK, "binary": False}
+    return {"seconds": seconds, "cpu": cpu, "rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+            "ok": ok, **extra}
+
+
+# ------------------------------------------------------------------ driver
+def _run_child(who: str, profile_name: str, image_path: Path) -> dict[str, Any]:
+    link = profile(profile_name)
+    server = None
+    try:
+        if link.is_i2c:
+            spec = "i2c:sim"
+        else:
+            server = subprocess.Popen([sys.executable, "-m", "notedfu", "sim", "notecard", "--pty",
+                                       "--image", str(image_path), "--profile", profile_name],
+                                      stdout=subprocess.PIPE, text=True)
+            spec = server.stdout.readline().strip()
+        out = subprocess.run([sys.executable, "-m", "notedfu.bench", "child", who, spec, profile_name,
+                              str(image_path)], capture_output=True, text=True, check=False)
+        if out.returncode != 0:
+            raise RuntimeError(f"{who} on {profile_name} failed:\n{out.stderr[-2000:]}")
+        return json.loads(out.stdout.strip().splitlines()[-1])
+    finally:
+        if server:
+            server.terminate()
+            server.wait(timeout=10)
+
+
+def run_download_bench(profiles: list[str] | None, *, size: int | None = None, peer: bool = True,
+                       as_json: bool = False) -> int:
+    """Run the download benchmark and print its table; exit code 0 if every run was correct."""
+    rows = []
+    for name in profiles or list(DEFAULT_SIZES):
+        link = profile(name)
+        length = size or DEFAULT_SIZES.get(name, 256 * 1024)
+        with tempfile.TemporaryDirectory() as tmp:
+            image_path = Path(tmp) / "image.bin"
+            image_path.write_bytes(make_image(length))
+            bound, encoding = lower_bound(image_path.read_bytes(), link)
+            ours = _run_child("ours", name, image_path)
+            theirs = _run_child("peer", name, image_path) if peer else None
+        rows.append({"profile": name, "bytes": length, "bound_s": bound, "bound_encoding": encoding,
+                     "ours": ours, "peer": theirs})
+        if not as_json:
+            print(f"  {name}: ours {ours['seconds']:.2f} s" +
+                  (f", peer {theirs['seconds']:.2f} s" if theirs else ""), file=sys.stderr, flush=True)
+    if as_json:
+        print(json.dumps(rows, indent=1))
+    else:
+        print(format_table(rows))
+    return 0 if all(r["ours"]["ok"] and (r["peer"] is None or r["peer"]["ok"]) for r in rows) else 1
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """The benchmark table, with each target checked."""
+    head = (f"{'profile':<10} {'image':>8} {'ours s':>8} {'bound s':>8} {'bound/ours':>10} {'peer s':>8} "
+            f"{'ours/peer':>9} {'CPU s/MiB':>9} {'RSS MiB':>7}  targets")
+    lines = [head, "-" * len(head)]
+    for row in rows:
+        ours, peer = row["ours"], row["peer"]
+        ratio = row["bound_s"] / ours["seconds"]
+        versus = ours["seconds"] / peer["seconds"] if peer else None
+        mib = row["bytes"] / 2**20
+        want_bound, want_peer = TARGETS.get(row["profile"], (None, None))
+        checks = []
+        if want_bound:
+            checks.append(f"bound/ours≥{want_bound:.2f} {'ok' if ratio >= want_bound else 'MISSED'}")
+        if want_peer and versus is not None:
+            checks.append(f"ours/peer≤{want_peer:.2f} {'ok' if versus <= want_peer else 'MISSED'}")
+        if not ours["ok"] or (peer and not peer["ok"]):
+            checks.append("WRONG DATA")
+        lines.append(
+            f"{row['profile']:<10} {row['bytes'] // 1024:>5} KiB {ours['seconds']:>8.2f} {row['bound_s']:>8.2f} "
+            f"{ratio:>10.3f} {peer['seconds'] if peer else float('nan'):>8.2f} "
+            f"{versus if versus is not None else float('nan'):>9.3f} {ours['cpu'] / mib:>9.3f} "
+            f"{ours['rss_kib'] / 1024:>7.1f}  {'; '.join(checks)}")
+    lines.append("bound = ideal request sequence through the simulator's model (every byte both ways at the "
+                 "link rate + card time), best encoding; CPU and RSS are ours, per fresh process.")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 6 and sys.argv[1] == "child":
+        print(json.dumps(_child(*sys.argv[2:6])))
+    else:
+        raise SystemExit("usage: python -m notedfu.bench child ours|peer SPEC PROFILE IMAGE")
