@@ -73,6 +73,7 @@ class CardPort:
         damaged = self._line_damaged
         self._line.clear()
         self._line_damaged = False
+        self._burst = 0  # the card takes the whole line out of its input buffer
         if damaged:
             reply_data = b'{"err":"serial input overrun {io}"}\r\n'
             seconds = self.card.request_latency
