@@ -13,7 +13,7 @@ from typing import Any
 
 from notedfu.checksums import md5_hex
 from notedfu.cobs import CobsError, cobs_decode
-from notedfu.errors import BadResponseError, CardError, IntegrityError, LinkError
+from notedfu.errors import BadResponseError, CardError, IntegrityError, LinkError, NotedfuError
 
 _TAG = re.compile(r"\{([a-z0-9-]+)\}")
 
@@ -67,32 +67,41 @@ class CardClient:
     def binary_get(self, length: int, expected_md5: str | None = None) -> bytes:
         """Read ``length`` bytes from the card's binary store (``card.binary.get``).
 
-        The data follows the JSON answer as one COBS-encoded line; the md5 the
-        card sends is checked, and ``expected_md5`` too when given.
+        The data follows the JSON answer as one COBS-encoded line of the length
+        the answer announces; the md5 the card sends is checked, and
+        ``expected_md5`` too when given. Any failure leaves the link marked for
+        a resync, since unread binary bytes may still be on their way.
         """
         card = self.card
         try:
             card.lock()
             try:
                 rsp = card.Transaction({"req": "card.binary.get", "offset": 0, "length": length}, lock=False)
-                if isinstance(rsp, dict) and "err" not in rsp:
-                    encoded = card.read_exactly_line()
+                if not isinstance(rsp, dict):
+                    raise BadResponseError("card.binary.get: answer is not a JSON object")
+                if "err" in rsp:
+                    raise CardRequestError("card.binary.get", str(rsp["err"]))
+                size = rsp.get("cobs")
+                if not isinstance(size, int) or isinstance(size, bool) or not 0 < size <= 2 * length + 16:
+                    raise BadResponseError(f"card.binary.get: bad cobs length {size!r}", code="E_BAD_RESPONSE")
+                encoded = card.receive_count(size + 1)
             finally:
                 card.unlock()
-        except (KeyboardInterrupt, SystemExit):
+            if not encoded.endswith(b"\n"):
+                raise IntegrityError("card.binary.get: binary data does not end where announced",
+                                     code="E_CHUNK_ENCODING")
+            try:
+                data = cobs_decode(encoded[:-1])
+            except CobsError as exc:
+                raise IntegrityError(f"card.binary.get: bad COBS data ({exc})", code="E_CHUNK_ENCODING") from exc
+        except NotedfuError:
             card._reset_required = True
             raise
-        except Exception as exc:
+        except BaseException as exc:
             card._reset_required = True
+            if not isinstance(exc, Exception):
+                raise  # KeyboardInterrupt, SystemExit
             raise LinkError(f"card.binary.get: no valid answer ({exc})", code="E_NOTECARD_IO") from exc
-        if not isinstance(rsp, dict):
-            raise BadResponseError("card.binary.get: answer is not a JSON object")
-        if "err" in rsp:
-            raise CardRequestError("card.binary.get", str(rsp["err"]))
-        try:
-            data = cobs_decode(encoded[:-1])
-        except CobsError as exc:
-            raise IntegrityError(f"card.binary.get: bad COBS data ({exc})", code="E_CHUNK_ENCODING") from exc
         digest = md5_hex(data)
         if digest != rsp.get("status") or (expected_md5 and digest != expected_md5):
             raise IntegrityError("card.binary.get: data does not match its md5", code="E_CHUNK_MD5")

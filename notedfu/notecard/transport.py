@@ -33,6 +33,7 @@ I2C_MAX_TRANSFER = 253  # 255 minus the 2-byte header (note-c NOTE_I2C_MAX_MAX)
 I2C_IO_GAP = 0.001  # minimum pause before each bus transfer (note-c issue #82, note-go)
 I2C_POLL = 0.005  # between "anything for me?" queries while the card thinks
 SERIAL_READ_SLICE = 0.25  # longest single blocking read; deadlines are checked between reads
+STREAM_SLEEP_MAX = 0.1  # < the time a 4 KiB kernel tty buffer takes to fill at 115200 baud
 
 
 class _LineReceiver:
@@ -64,9 +65,32 @@ class _LineReceiver:
                 raise Exception("Timed out waiting to receive data from Notecard.")
         return line
 
-    def read_exactly_line(self) -> bytes:
-        """The next line, for binary data that follows an answer (no first-byte grace)."""
-        return self.receive(CARD_INTRA_TRANSACTION_TIMEOUT_SEC, delay=False)
+    streams = False  # bytes keep arriving while we sleep (serial), or only when we read (I2C)
+
+    def receive_count(self, count: int) -> bytes:
+        """Exactly ``count`` bytes: binary data whose length the card announced.
+
+        On a serial link the bytes stream in whether we look or not, so rather
+        than waking for every byte (tens of CPU seconds per MiB at 9600 baud)
+        we sleep for most of the time the rest needs at the rate seen so far.
+        """
+        start = time.monotonic()
+        deadline = start + CARD_INTRA_TRANSACTION_TIMEOUT_SEC
+        had = len(self._pending)
+        while len(self._pending) < count:
+            data = self._read_some()
+            now = time.monotonic()
+            if data:
+                self._pending += data
+                deadline = now + CARD_INTRA_TRANSACTION_TIMEOUT_SEC
+                remaining, got = count - len(self._pending), len(self._pending) - had
+                if self.streams and remaining > 0 and got > 0 and now > start:
+                    time.sleep(min(0.8 * remaining * (now - start) / got, STREAM_SLEEP_MAX))
+            elif now > deadline:
+                raise Exception("Timed out waiting to receive binary data from Notecard.")
+        data = bytes(self._pending[:count])
+        del self._pending[:count]
+        return data
 
     def _transaction_timeout_seconds(self, req: dict[str, Any]) -> float:
         """note-python's per-request timeout, capped by ours (tests and rigs shorten it)."""
@@ -90,6 +114,8 @@ class SerialPort(Protocol):
 
 class FastSerial(_LineReceiver, notecard.OpenSerial):
     """note-python's serial Notecard, minus the sleep after every request."""
+
+    streams = True
 
     def __init__(self, port: SerialPort, *, timeout: float = CARD_INTER_TRANSACTION_TIMEOUT_SEC,
                  lock_path: str | None = None) -> None:
