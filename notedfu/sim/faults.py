@@ -46,8 +46,9 @@ class Fault:
         return request_number == self.at and self.fired == 0
 
 
-def parse_faults(specs: list[str] | str | None) -> list[Fault]:
-    """Parse fault specs; raise ``ValueError`` naming the bad one."""
+def parse_faults(specs: list[str] | str | None, kinds: dict[str, str] | None = None) -> list[Fault]:
+    """Parse fault specs against ``kinds`` (default: the Notecard's); ``ValueError`` names a bad one."""
+    kinds = FAULT_KINDS if kinds is None else kinds
     if not specs:
         return []
     if isinstance(specs, str):
@@ -57,9 +58,7 @@ def parse_faults(specs: list[str] | str | None) -> list[Fault]:
         if not item:
             continue
         match = _SPEC.match(item)
-        if not match or match["kind"] not in FAULT_KINDS:
-            raise ValueError(
-                f"bad fault spec {item!r}: expected KIND[@N][+] with KIND one of {', '.join(FAULT_KINDS)}"
-            )
+        if not match or match["kind"] not in kinds:
+            raise ValueError(f"bad fault spec {item!r}: expected KIND[@N][+] with KIND one of {', '.join(kinds)}")
         faults.append(Fault(match["kind"], int(match["at"] or 1), bool(match["repeat"])))
     return faults

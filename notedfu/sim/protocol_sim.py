@@ -1,12 +1,17 @@
 """pyserial URL handler for ``sim://``: simulated devices behind a real port API.
 
 ``sim://notecard?image=fw.bin&profile=uart9600&fault=corrupt@3&name=bench``
+``sim://stm32?chip=420&bootloader=v3crc&flash_file=flash.bin&boot0=rts&reset=dtr``
 
-Options (URL query): ``image``, ``profile`` (uart9600, aux115200, usb, i2c100k,
+Notecard options (URL query): ``image``, ``profile`` (uart9600, aux115200, usb, i2c100k,
 i2c400k), ``latency`` and ``per_kib`` (card seconds), ``rate`` (bits/s),
 ``download`` (seconds Notehub takes), ``ready_delay``, ``dfu_timeout``,
 ``max_chunk``, ``binary`` (0/1), ``mode`` (initial hub mode), ``fault``
 (repeatable, see :mod:`notedfu.sim.faults`), ``name`` (share one card).
+
+STM32 options: see :func:`notedfu.sim.stm32.stm32_from_options`, plus ``boot0``
+and ``reset`` naming the modem line wired to each (``rts``, ``dtr``, ``!rts``…;
+default: none, BOOT0 strapped high) and ``name``.
 
 Only ``serial.serial_for_url`` resolves URLs (``serial.Serial`` does not), and
 pyserial hides an ``ImportError`` in this module as "protocol not known": keep
@@ -24,6 +29,7 @@ from serial.serialutil import PortNotOpenError, SerialBase, SerialException
 from notedfu.sim import registry
 from notedfu.sim.cardport import CardPort
 from notedfu.sim.notecard import card_from_options
+from notedfu.sim.stm32 import stm32_from_options
 
 
 def parse_sim_url(url: str) -> tuple[str, dict[str, list[str]]]:
@@ -42,15 +48,25 @@ class Serial(SerialBase):
         if self.is_open:
             raise SerialException("port already open")
         device, opts = parse_sim_url(self.port)
-        if device != "notecard":
-            raise SerialException(f"unknown simulated device {device!r} in {self.port!r} (known: notecard)")
+        name = opts.get("name", [None])[-1]
+        self._wiring: dict[str, tuple[str, bool]] = {}
         try:
-            name = opts.get("name", [None])[-1]
-            card = registry.get_or_create("notecard", name, lambda: card_from_options(opts))
+            if device == "notecard":
+                self.card = registry.get_or_create("notecard", name, lambda: card_from_options(opts))
+                self._link = CardPort(self.card, self.card.link)
+            elif device == "stm32":
+                self.chip = registry.get_or_create("stm32", name, lambda: stm32_from_options(opts))
+                self._link = self.chip
+                for signal in ("boot0", "reset"):
+                    if wire := opts.get(signal, [""])[-1]:
+                        line = wire.lstrip("!")
+                        if line not in ("rts", "dtr"):
+                            raise ValueError(f"{signal} must be wired to rts or dtr (or !rts, !dtr), not {wire!r}")
+                        self._wiring[line] = (signal, wire.startswith("!"))
+            else:
+                raise SerialException(f"unknown simulated device {device!r} in {self.port!r} (known: notecard, stm32)")
         except (OSError, ValueError) as exc:
             raise SerialException(f"bad sim:// URL {self.port!r}: {exc}") from exc
-        self.card = card
-        self._link = CardPort(card, card.link)
         self.is_open = True
 
     def close(self) -> None:
@@ -59,6 +75,17 @@ class Serial(SerialBase):
 
     def _reconfigure_port(self, force_update: bool = False) -> None:
         """Nothing to configure: the link speed comes from the profile."""
+
+    def _drive(self, line: str, asserted: bool) -> None:
+        if self.is_open and line in self._wiring:
+            signal, inverted = self._wiring[line]
+            self.chip.set_lines(**{signal: asserted != inverted})
+
+    def _update_rts_state(self) -> None:
+        self._drive("rts", self._rts_state)
+
+    def _update_dtr_state(self) -> None:
+        self._drive("dtr", self._dtr_state)
 
     @property
     def in_waiting(self) -> int:

@@ -1,0 +1,1 @@
+"""The target side: STM32 ROM-bootloader flashing, line control, external tool backends."""

@@ -1,0 +1,332 @@
+"""The STM32 ROM bootloader's USART protocol (ST AN3155), frames and client.
+
+The first half is pure: functions that build the exact bytes of each frame and
+parse the device's answers, tested byte by byte. The second half,
+:class:`Bootloader`, moves those frames over a port (anything with pyserial's
+``read``/``write``/``timeout``/``reset_input_buffer``) with per-command
+timeouts.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from dataclasses import dataclass, field
+from functools import reduce
+from typing import Protocol
+
+import crcmod.predefined
+
+from notedfu.errors import NotedfuError
+
+ACK, NACK, BUSY, SYNC = 0x79, 0x1F, 0x76, 0x7F
+
+
+class Cmd:
+    """Command codes."""
+
+    GET = 0x00
+    GET_VERSION = 0x01
+    GET_ID = 0x02
+    READ_MEMORY = 0x11
+    GO = 0x21
+    WRITE_MEMORY = 0x31
+    ERASE = 0x43
+    EXTENDED_ERASE = 0x44
+    WRITE_PROTECT = 0x63
+    WRITE_UNPROTECT = 0x73
+    READOUT_PROTECT = 0x82
+    READOUT_UNPROTECT = 0x92
+    GET_CHECKSUM = 0xA1
+
+
+MAX_BLOCK = 256
+MASS_ERASE, BANK1_ERASE, BANK2_ERASE = 0xFFFF, 0xFFFE, 0xFFFD
+
+
+class TargetError(NotedfuError):
+    """The target or its bootloader failed; ``code`` says how."""
+
+    code = "E_TARGET"
+    exit_code = 8
+
+
+# ------------------------------------------------------------------ frames (pure)
+def xor(data: bytes | bytearray) -> int:
+    """XOR of all bytes: the bootloader's checksum."""
+    return reduce(lambda a, b: a ^ b, data, 0)
+
+
+def command_frame(cmd: int) -> bytes:
+    """A command byte and its complement."""
+    return bytes([cmd, cmd ^ 0xFF])
+
+
+def address_frame(address: int) -> bytes:
+    """Four address bytes, MSB first, then their XOR."""
+    raw = struct.pack(">I", address)
+    return raw + bytes([xor(raw)])
+
+
+def count_frame(count: int) -> bytes:
+    """Read Memory's byte count: N = count - 1 and its complement."""
+    if not 1 <= count <= MAX_BLOCK:
+        raise ValueError(f"read count must be 1..{MAX_BLOCK}, not {count}")
+    return bytes([count - 1, (count - 1) ^ 0xFF])
+
+
+def data_frame(data: bytes) -> bytes:
+    """Write Memory's payload: N = len - 1, the data, XOR of N and the data."""
+    if not 1 <= len(data) <= MAX_BLOCK:
+        raise ValueError(f"write block must be 1..{MAX_BLOCK} bytes, not {len(data)}")
+    head = bytes([len(data) - 1]) + data
+    return head + bytes([xor(head)])
+
+
+def erase_frame(pages: list[int]) -> bytes:
+    """Legacy Erase (0x43) page list: N = pages - 1, one byte per page, XOR."""
+    if not 1 <= len(pages) <= 255 or any(not 0 <= p <= 0xFF for p in pages):
+        raise ValueError("legacy erase takes 1..255 pages numbered 0..255")
+    head = bytes([len(pages) - 1, *pages])
+    return head + bytes([xor(head)])
+
+
+def extended_erase_frame(pages: list[int] | None = None, special: int | None = None) -> bytes:
+    """Extended Erase (0x44): a page list (2 bytes each, MSB first) or a special code."""
+    if special is not None:
+        raw = struct.pack(">H", special)
+    else:
+        if not pages or len(pages) > 0xFFF0:
+            raise ValueError("extended erase takes at least one page")
+        raw = struct.pack(f">H{len(pages)}H", len(pages) - 1, *pages)
+    return raw + bytes([xor(raw)])
+
+
+def length_frame(length: int) -> bytes:
+    """Get Checksum's length: 4 bytes MSB first, then their XOR."""
+    return address_frame(length)
+
+
+_crc_mpeg = crcmod.predefined.mkPredefinedCrcFun("crc-32-mpeg")
+
+
+def stm32_crc(data: bytes) -> int:
+    """The STM32 CRC unit's CRC-32 (MPEG-2 over little-endian 32-bit words).
+
+    ``data`` is padded to a whole word with 0xFF (what erased flash holds).
+    """
+    if len(data) % 4:
+        data = data + b"\xff" * (4 - len(data) % 4)
+    swapped = bytearray(len(data))
+    swapped[0::4], swapped[1::4], swapped[2::4], swapped[3::4] = data[3::4], data[2::4], data[1::4], data[0::4]
+    return _crc_mpeg(bytes(swapped))
+
+
+@dataclass(frozen=True)
+class BootloaderInfo:
+    """What Get, Get Version and Get ID told us."""
+
+    version: int  # e.g. 0x31 = protocol 3.1
+    commands: tuple[int, ...]
+    pid: int
+    option_bytes: tuple[int, int] = (0, 0)
+
+    @property
+    def version_text(self) -> str:
+        """``3.1`` for 0x31."""
+        return f"{self.version >> 4}.{self.version & 0xF}"
+
+    def supports(self, cmd: int) -> bool:
+        """Whether the bootloader lists ``cmd``."""
+        return cmd in self.commands
+
+
+def parse_get(reply: bytes) -> tuple[int, tuple[int, ...]]:
+    """The body of Get's answer (between the ACKs): N, version, N command codes."""
+    if len(reply) < 2 or reply[0] + 1 != len(reply) - 1:
+        raise TargetError(f"malformed Get answer {reply.hex(' ')}", code="E_TARGET_PROTOCOL")
+    return reply[1], tuple(reply[2:])
+
+
+# ------------------------------------------------------------------ client (I/O)
+class Port(Protocol):
+    """A serial port as pyserial gives it."""
+
+    timeout: float | None
+
+    def read(self, size: int = 1) -> bytes: ...
+    def write(self, data: bytes) -> int | None: ...
+    def reset_input_buffer(self) -> None: ...
+
+
+@dataclass
+class Timeouts:
+    """Seconds to wait for each kind of answer (erase can take seconds)."""
+
+    ack: float = 1.0
+    write: float = 1.0
+    page_erase: float = 1.0  # per page; F4 128 KiB sectors need 2 s+
+    mass_erase: float = 35.0
+    sync: float = 0.5
+
+
+@dataclass
+class Stats:
+    """Bytes each way and commands sent, for benchmarks and events."""
+
+    sent: int = 0
+    received: int = 0
+    commands: dict[str, int] = field(default_factory=dict)
+
+
+class Bootloader:
+    """Talks AN3155 to a device whose bootloader is running on ``port``."""
+
+    def __init__(self, port: Port, timeouts: Timeouts | None = None) -> None:
+        self.port = port
+        self.timeouts = timeouts or Timeouts()
+        self.stats = Stats()
+
+    # -------------------------------------------------------- bytes
+    def _write(self, data: bytes) -> None:
+        self.port.write(data)
+        self.stats.sent += len(data)
+
+    def _read(self, count: int, timeout: float, what: str) -> bytes:
+        self.port.timeout = timeout
+        data = self.port.read(count)
+        self.stats.received += len(data)
+        if len(data) != count:
+            raise TargetError(f"{what}: no answer from the bootloader within {timeout:g} s "
+                              f"({len(data)} of {count} bytes)", code="E_TARGET_TIMEOUT")
+        return data
+
+    def _ack(self, what: str, timeout: float | None = None) -> None:
+        deadline = time.monotonic() + (timeout or self.timeouts.ack)
+        while True:
+            byte = self._read(1, max(0.01, deadline - time.monotonic()), what)[0]
+            if byte == ACK:
+                return
+            if byte == BUSY and time.monotonic() < deadline:
+                continue
+            if byte == NACK:
+                raise TargetError(f"{what}: the bootloader answered NACK", code="E_TARGET_NACK")
+            raise TargetError(f"{what}: unexpected byte 0x{byte:02x} instead of ACK", code="E_TARGET_PROTOCOL")
+
+    def _command(self, cmd: int, name: str) -> None:
+        self.stats.commands[name] = self.stats.commands.get(name, 0) + 1
+        self._write(command_frame(cmd))
+        self._ack(name)
+
+    # -------------------------------------------------------- commands
+    def sync(self, attempts: int = 5) -> None:
+        """Send 0x7F until the bootloader answers (ACK, or NACK if it was already synced)."""
+        for _ in range(attempts):
+            self.port.reset_input_buffer()
+            self._write(bytes([SYNC]))
+            self.port.timeout = self.timeouts.sync
+            reply = self.port.read(1)
+            if reply in (bytes([ACK]), bytes([NACK])):
+                return
+        raise TargetError(f"no answer to the bootloader sync (0x7F) after {attempts} tries: is BOOT0 high and "
+                          "the target reset, the wiring TX↔RX, the port 8E1 (not the Pi's mini UART)?",
+                          code="E_TARGET_NO_SYNC")
+
+    def get(self) -> tuple[int, tuple[int, ...]]:
+        """Get (0x00): bootloader version and command codes."""
+        self._command(Cmd.GET, "get")
+        count = self._read(1, self.timeouts.ack, "get")[0]
+        body = self._read(count + 1, self.timeouts.ack, "get")
+        self._ack("get")
+        return parse_get(bytes([count]) + body)
+
+    def get_version(self) -> tuple[int, int, int]:
+        """Get Version (0x01): version and the two option bytes (UART)."""
+        self._command(Cmd.GET_VERSION, "get_version")
+        reply = self._read(3, self.timeouts.ack, "get_version")
+        self._ack("get_version")
+        return reply[0], reply[1], reply[2]
+
+    def get_id(self) -> int:
+        """Get ID (0x02): the product ID (e.g. 0x410)."""
+        self._command(Cmd.GET_ID, "get_id")
+        count = self._read(1, self.timeouts.ack, "get_id")[0]
+        reply = self._read(count + 1, self.timeouts.ack, "get_id")
+        self._ack("get_id")
+        return int.from_bytes(reply[:2], "big")
+
+    def info(self) -> BootloaderInfo:
+        """Get + Get Version + Get ID."""
+        version, commands = self.get()
+        _, opt1, opt2 = self.get_version()
+        return BootloaderInfo(version, commands, self.get_id(), (opt1, opt2))
+
+    def read_memory(self, address: int, count: int) -> bytes:
+        """Read Memory (0x11): ``count`` ≤ 256 bytes at ``address``."""
+        self._command(Cmd.READ_MEMORY, "read")
+        self._write(address_frame(address))
+        self._ack("read address")
+        self._write(count_frame(count))
+        self._ack("read count")
+        return self._read(count, self.timeouts.ack + count * 0.001, "read data")
+
+    def write_memory(self, address: int, data: bytes) -> None:
+        """Write Memory (0x31): ≤ 256 bytes; address and length must be 4-byte aligned."""
+        if address % 4 or len(data) % 4:
+            raise ValueError("write address and length must be multiples of 4")
+        self._command(Cmd.WRITE_MEMORY, "write")
+        self._write(address_frame(address))
+        self._ack("write address")
+        self._write(data_frame(data))
+        self._ack("write data", self.timeouts.write)
+
+    def erase(self, pages: list[int], extended: bool) -> None:
+        """Erase pages with Extended Erase (0x44) or legacy Erase (0x43)."""
+        name = "extended_erase" if extended else "erase"
+        self._command(Cmd.EXTENDED_ERASE if extended else Cmd.ERASE, name)
+        self._write(extended_erase_frame(pages) if extended else erase_frame(pages))
+        self._ack(name, self.timeouts.ack + self.timeouts.page_erase * len(pages))
+
+    def mass_erase(self, extended: bool) -> None:
+        """Erase all of flash."""
+        name = "extended_erase" if extended else "erase"
+        self._command(Cmd.EXTENDED_ERASE if extended else Cmd.ERASE, name)
+        self._write(extended_erase_frame(special=MASS_ERASE) if extended else b"\xff\x00")
+        self._ack(name + " (mass)", self.timeouts.mass_erase)
+
+    def go(self, address: int) -> None:
+        """Go (0x21): jump to the application at ``address``; the bootloader stops answering."""
+        self._command(Cmd.GO, "go")
+        self._write(address_frame(address))
+        self._ack("go address")
+
+    def checksum(self, address: int, length: int) -> int:
+        """Get Checksum (0xA1): the STM32 CRC of ``length`` bytes at ``address``."""
+        self._command(Cmd.GET_CHECKSUM, "crc")
+        self._write(address_frame(address))
+        self._ack("crc address")
+        self._write(length_frame(length))
+        self._ack("crc length")
+        self._ack("crc result", self.timeouts.ack + length * 1e-6)
+        reply = self._read(5, self.timeouts.ack, "crc result")
+        if xor(reply[:4]) != reply[4]:
+            raise TargetError("crc result: bad checksum byte", code="E_TARGET_PROTOCOL")
+        return int.from_bytes(reply[:4], "big")
+
+    def _reset_command(self, cmd: int, name: str, payload: bytes | None, timeout: float) -> None:
+        self._command(cmd, name)
+        if payload is not None:
+            self._write(payload)
+        self._ack(name, timeout)
+
+    def write_unprotect(self) -> None:
+        """Write Unprotect (0x73); the device resets afterwards (sync again)."""
+        self._reset_command(Cmd.WRITE_UNPROTECT, "write_unprotect", None, self.timeouts.mass_erase)
+
+    def readout_unprotect(self) -> None:
+        """Readout Unprotect (0x92): MASS-ERASES the flash, then the device resets."""
+        self._reset_command(Cmd.READOUT_UNPROTECT, "readout_unprotect", None, self.timeouts.mass_erase)
+
+    def readout_protect(self) -> None:
+        """Readout Protect (0x82); the device resets afterwards."""
+        self._reset_command(Cmd.READOUT_PROTECT, "readout_protect", None, self.timeouts.mass_erase)

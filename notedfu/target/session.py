@@ -1,0 +1,174 @@
+"""A target on a serial port: enter its bootloader, identify it, flash it, start it.
+
+``--target`` specs: a serial device (``/dev/ttyAMA0``, ``/dev/ttyUSB0?baud=57600``),
+``sim://stm32?…`` (the emulator), or an external tool backend such as
+``stm32flash:/dev/ttyUSB0`` or ``openocd:stm32f1x`` (see :mod:`notedfu.target.backends`).
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import serial
+
+import notedfu.sim  # noqa: F401 - registers sim://
+from notedfu.errors import LinkError, UsageError
+from notedfu.events import Events
+from notedfu.target.an3155 import Bootloader, BootloaderInfo, TargetError, Timeouts
+from notedfu.target.chips import Chip, chip_for
+from notedfu.target.flasher import FlashOptions, Flasher, FlashReport, plan_flash
+from notedfu.target.image import Segment
+from notedfu.target.lines import ENTER_BOOTLOADER, RUN_APPLICATION, LineControl, open_line
+
+DEFAULT_BAUD = 115200
+BACKENDS = ("openocd", "stm32flash", "dfu-util", "st-flash")
+
+
+@dataclass
+class TargetOptions:
+    """How the target is wired."""
+
+    baud: int | None = None
+    boot0: str | None = None  # line spec: rts, dtr, gpiochip0:17, !…, none
+    reset: str | None = None
+    enter: str = ENTER_BOOTLOADER
+    run: str = RUN_APPLICATION
+
+
+def split_target(spec: str) -> tuple[str, str]:
+    """(backend or "rom", rest): ``stm32flash:/dev/ttyUSB0`` → ("stm32flash", "/dev/ttyUSB0")."""
+    for name in BACKENDS:
+        if spec.startswith(name + ":"):
+            return name, spec[len(name) + 1:]
+    return "rom", spec
+
+
+def _is_pi_mini_uart(path: str) -> bool:
+    try:
+        model = Path("/proc/device-tree/model").read_text(errors="ignore")
+    except OSError:
+        return False
+    return "Raspberry Pi" in model and Path(path).resolve().name == "ttyS0"
+
+
+@dataclass
+class TargetSession:
+    """One connection to a chip's ROM bootloader."""
+
+    spec: str
+    options: TargetOptions = field(default_factory=TargetOptions)
+    events: Events = field(default_factory=lambda: Events(source="LOCAL"))
+
+    def __post_init__(self) -> None:
+        target, baud = self.spec, self.options.baud
+        if "://" not in target and "?" in target:
+            target, query = target.split("?", 1)
+            opts = urllib.parse.parse_qs(query)
+            if "baud" in opts and baud is None:
+                try:
+                    baud = int(opts["baud"][-1])
+                except ValueError:
+                    raise UsageError(f"bad baud rate in {self.spec!r}", code="E_BAD_SPEC") from None
+        if _is_pi_mini_uart(target):
+            raise UsageError(f"{target} is the Pi's mini UART, which has no parity: the STM32 bootloader needs "
+                             "8E1. Use /dev/ttyAMA0 (dtoverlay=disable-bt or miniuart-bt).", code="E_MINI_UART")
+        try:
+            self.port = serial.serial_for_url(target, baudrate=baud or DEFAULT_BAUD, parity=serial.PARITY_EVEN,
+                                              stopbits=serial.STOPBITS_ONE, bytesize=serial.EIGHTBITS, timeout=1)
+        except (serial.SerialException, ValueError, OSError) as exc:
+            raise LinkError(f"cannot open target {target!r}: {exc}", code="E_TARGET_OPEN") from exc
+        self.lines = LineControl(open_line(self.options.boot0, self.port), open_line(self.options.reset, self.port),
+                                 self.options.enter, self.options.run)
+        self.bootloader = Bootloader(self.port)
+        self.info: BootloaderInfo | None = None
+        self.chip: Chip | None = None
+        self.flash_size = 0
+        self.protected = False
+
+    def close(self) -> None:
+        """Release the port."""
+        self.port.close()
+
+    def connect(self) -> BootloaderInfo:
+        """Enter the bootloader (if lines are wired), sync, and identify the chip."""
+        if self.lines.wired:
+            self.lines.play(self.options.enter)
+        self.bootloader.sync()
+        self.info = info = self.bootloader.info()
+        self.chip = chip_for(info.pid)
+        if self.chip is None:
+            raise TargetError(f"unknown chip id 0x{info.pid:03x}: not in notedfu's chip table",
+                              code="E_UNKNOWN_CHIP")
+        self.flash_size = self._read_flash_size()
+        self.bootloader.timeouts = Timeouts(page_erase=max(1.0, 4 * self.chip.family.page_erase_seconds *
+                                                           max(1, max(s for _, s in self.chip.pages()) // 16384)))
+        return info
+
+    def _read_flash_size(self) -> int:
+        """Flash size from the device's register, else the table's (readout protection hides it)."""
+        assert self.chip is not None
+        register = self.chip.family.flash_size_register
+        if register is None:
+            return self.chip.flash_size
+        block = register - register % 256  # F4 reads only work as aligned 256-byte blocks
+        try:
+            data = self.bootloader.read_memory(block, 256)
+        except TargetError as exc:
+            if exc.code != "E_TARGET_NACK":
+                raise
+            self.protected = True  # Read Memory NACKed while Get worked: readout protection
+            return self.chip.flash_size
+        kib = int.from_bytes(data[register - block:register - block + 2], "little")
+        return kib * 1024 if 0 < kib <= 8192 else self.chip.flash_size
+
+    def describe(self) -> dict[str, Any]:
+        """What ``notedfu target info`` prints."""
+        assert self.info is not None and self.chip is not None
+        return {"chip": self.chip.name, "pid": f"0x{self.info.pid:03x}", "family": self.chip.family.name,
+                "bootloader": self.info.version_text,
+                "commands": [f"0x{c:02x}" for c in self.info.commands],
+                "crc_command": self.info.supports(0xA1), "flash_base": f"0x{self.chip.flash_base:08x}",
+                "flash_size": self.flash_size, "pages": len(self.chip.pages(self.flash_size)),
+                "readout_protected": self.protected, "quirks": list(self.chip.family.quirks)}
+
+    def unprotect(self, readout: bool, write: bool) -> None:
+        """Lift protections (opt-in only: readout unprotect MASS-ERASES the chip)."""
+        if readout:
+            self.events.message("readout unprotect: the chip mass-erases itself", "warning")
+            self.bootloader.readout_unprotect()
+            self._after_reset()
+        if write:
+            self.bootloader.write_unprotect()
+            self._after_reset()
+
+    def _after_reset(self) -> None:
+        time.sleep(0.1)
+        if self.lines.wired:
+            self.lines.play(self.options.enter)
+        self.bootloader.sync()
+        self.protected = False
+
+    def flash(self, segments: list[Segment], options: FlashOptions) -> FlashReport:
+        """Plan (refusing bad images before touching flash), flash, verify, start."""
+        assert self.info is not None and self.chip is not None
+        if self.protected:
+            raise TargetError("the chip is readout-protected: flashing needs --readout-unprotect, which "
+                              "mass-erases it", code="E_TARGET_PROTECTED")
+        plan = plan_flash(segments, self.chip, self.flash_size, options)
+        report = Flasher(self.bootloader, self.info, plan, options, self.events).run()
+        if options.run:
+            self.start_application()
+            report.started = True
+        return report
+
+    def start_application(self) -> None:
+        """BOOT0 low and a reset when wired; the Go command otherwise."""
+        assert self.chip is not None
+        if self.lines.wired:
+            self.lines.play(self.options.run)
+        else:
+            self.bootloader.go(self.chip.flash_base)
