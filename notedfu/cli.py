@@ -20,6 +20,7 @@ from typing import Any, Callable
 from notedfu import __version__
 from notedfu.errors import ExitCode, Interrupted, NotedfuError, UsageError
 from notedfu.events import Events, RichProgress, json_lines_sink
+from notedfu.target import cli as target_cli
 
 
 def _add_notecard_options(parser: argparse.ArgumentParser) -> None:
@@ -86,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     card.add_argument("--latency", type=float, metavar="S", help="card seconds per request (default 0.05)")
     card.add_argument("--per-kib", type=float, metavar="S", help="card seconds per KiB read (default 0.01)")
     card.set_defaults(run=cmd_sim_notecard)
+    target_cli.add_sim_parser(sim_sub)
+    target_cli.add_parsers(sub)
 
     bench = sub.add_parser("bench", help="benchmarks on the simulators")
     bench_sub = bench.add_subparsers(dest="what", metavar="WHAT")
@@ -101,13 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ------------------------------------------------------------------ helpers
-def _events_for(args: argparse.Namespace) -> tuple[Events, Callable[[], None]]:
+def events_for(args: argparse.Namespace, source: str = "NOTECARD") -> tuple[Events, Callable[[], None]]:
     """JSON lines with --json or when stdout is not a terminal; a progress bar otherwise."""
     if getattr(args, "json", False) or not sys.stdout.isatty():
         args.json = True
-        return Events(json_lines_sink(sys.stdout)), lambda: None
+        return Events(json_lines_sink(sys.stdout), source=source), lambda: None
     progress = RichProgress(sys.stderr)
-    return Events(progress), progress.close
+    return Events(progress, source=source), progress.close
 
 
 def _open(args: argparse.Namespace):
@@ -186,7 +189,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
     from notedfu.notecard.dfu import Downloader, FetchOptions
 
-    events, close = _events_for(args)
+    events, close = events_for(args)
     staging = _staging(args)
     options = FetchOptions(chunk=args.chunk, ready_timeout=args.ready_timeout, renew_seconds=args.renew,
                            binary=False if args.base64 else None)

@@ -20,6 +20,7 @@ class ExitCode(IntEnum):
     INTEGRITY = 5  # data failed verification (chunk/image MD5, CRC32, length)
     BAD_RESPONSE = 6  # the device answered something we refuse to trust
     CARD = 7  # the Notecard answered with an error we cannot work around
+    TARGET = 8  # the target (STM32 bootloader or an external tool) failed
     INTERRUPTED = 130  # Ctrl-C / SIGTERM; everything was put back first
 
 

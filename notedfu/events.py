@@ -44,6 +44,8 @@ class Events:
     def step(self, step: str, name: str, *, percent: float | None = None, done: int | None = None,
              total: int | None = None, rate: float | None = None, state: str = "running", **fields: Any) -> None:
         """Progress of one stage."""
+        if percent is None and done is not None and total:
+            percent = 100.0 * done / total
         self.emit("step", number=STEPS.index(step) + 1 if step in STEPS else 0, step=step, name=name,
                   state=state, percent=None if percent is None else round(percent, 1), bytes=done,
                   total=total, rate=None if rate is None else round(rate, 1), **fields)
@@ -78,7 +80,7 @@ class RichProgress:
     def __call__(self, event: dict[str, Any]) -> None:
         """Render one event."""
         if event["type"] == "step" and event.get("total"):
-            step = event["step"]
+            step = event.get("phase") or event["step"]
             if step not in self.tasks:
                 if not self.tasks:
                     self.progress.start()

@@ -5,7 +5,7 @@ the ROM bootloader does — sync, complements and XOR checksums enforced (a bad
 frame is NACKed), flash bits only going 1→0 without an erase, per-chip page
 layout, the command set of the chosen bootloader version (with or without
 Get Checksum 0xA1), readout protection (only Get / Get Version / Get ID
-answered) — with erase and programming times from the chip table and 8E1 wire
+and Readout Unprotect answered) — with erase and programming times from the chip table and 8E1 wire
 time (11 bits per byte). Flash can live in a file (``flash_file``) so a later
 step (QEMU, the demo) boots what was flashed.
 
@@ -91,6 +91,7 @@ class Stm32Sim:
         self.app_starts = 0
         self.synced = False
         self.writes = 0
+        self.write_log: list[int] = []  # addresses of completed Write Memory commands, in order
         self.stats = {"erased_pages": 0, "written_blocks": 0, "read_bytes": 0, "crc_commands": 0}
         self._in_free = 0.0
         self._now = 0.0
@@ -205,7 +206,8 @@ class Stm32Sim:
                 continue
             second = (yield 1)[0]
             if second != first ^ 0xFF or first not in self.variant.commands or (
-                    self.readout_protected and first not in (Cmd.GET, Cmd.GET_VERSION, Cmd.GET_ID)):
+                    self.readout_protected and first not in (Cmd.GET, Cmd.GET_VERSION, Cmd.GET_ID,
+                                                             Cmd.READOUT_UNPROTECT)):
                 self._send(bytes([NACK]))
                 continue
             self._send(bytes([ACK]))
@@ -321,6 +323,7 @@ class Stm32Sim:
             return
         self._program(buffer, offset, payload)
         self.stats["written_blocks"] += 1
+        self.write_log.append(address)
         if self._fault("drop", number):
             self._now += seconds * self.time_scale
             return
@@ -335,8 +338,10 @@ class Stm32Sim:
         if buffer is self.flash:
             self._store(offset, len(payload))
 
-    def _chip_reset(self) -> None:
-        self.output.clear()
+    def _chip_reset(self, lose_output: bool = True) -> None:
+        """The chip restarts into the bootloader; answers already on the wire survive unless power was lost."""
+        if lose_output:
+            self.output.clear()
         self.synced = False
         self._pending.clear()
 
@@ -405,23 +410,22 @@ class Stm32Sim:
     def _readout_protect(self):
         self.readout_protected = True
         self._send(bytes([ACK]))
-        self._chip_reset()
+        self._chip_reset(lose_output=False)
         return
         yield
 
     def _readout_unprotect(self):
-        self._send(bytes([ACK]))
         self.readout_protected = False
         self.write_protected.clear()
-        self._erase_pages(list(range(len(self.pages))))
-        self._chip_reset()
+        self._erase_pages(list(range(len(self.pages))))  # its ACK is the second one, after the mass erase
+        self._chip_reset(lose_output=False)
         return
         yield
 
     def _write_unprotect(self):
         self.write_protected.clear()
-        self._send(bytes([ACK, ACK]))
-        self._chip_reset()
+        self._send(bytes([ACK]))
+        self._chip_reset(lose_output=False)
         return
         yield
 
@@ -433,7 +437,7 @@ class Stm32Sim:
             return
         self.write_protected.update(rest[:-1])
         self._send(bytes([ACK]))
-        self._chip_reset()
+        self._chip_reset(lose_output=False)
 
 
 def stm32_from_options(opts: dict[str, str | list[str]]) -> Stm32Sim:

@@ -17,7 +17,7 @@ from typing import Protocol
 
 import crcmod.predefined
 
-from notedfu.errors import NotedfuError
+from notedfu.errors import ExitCode, NotedfuError
 
 ACK, NACK, BUSY, SYNC = 0x79, 0x1F, 0x76, 0x7F
 
@@ -48,7 +48,7 @@ class TargetError(NotedfuError):
     """The target or its bootloader failed; ``code`` says how."""
 
     code = "E_TARGET"
-    exit_code = 8
+    exit_code = ExitCode.TARGET
 
 
 # ------------------------------------------------------------------ frames (pure)

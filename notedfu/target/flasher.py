@@ -176,6 +176,10 @@ class Flasher:
         self.events.step("flash", "erasing", phase="erase", done=0, total=len(plan.pages))
         if plan.first:
             self._erase([plan.first])  # from here on, nothing half-written can boot
+            if not self._is_erased(plan.first):
+                raise TargetError(f"the first page 0x{plan.first.address:08x} did not erase (write-protected?): "
+                                  "stopped before changing anything else; the old image is intact",
+                                  code="E_TARGET_PROTECTED")
         for start in range(0, len(later), ERASE_BATCH):
             self._erase(later[start:start + ERASE_BATCH])
             self.events.step("flash", "erasing", phase="erase", done=min(len(plan.pages), start + ERASE_BATCH + 1),
@@ -203,6 +207,12 @@ class Flasher:
                 self._repair(plan.first, total, problem)
         self.events.step("flash", "written and verified", phase="write", done=total, total=total, state="done")
         return self.report
+
+    def _is_erased(self, page: PagePlan) -> bool:
+        blank = PagePlan(page.index, page.address, page.size, b"\xff" * page.size, 0, page.size)
+        if self.report.verify_method == "none":
+            return self.bl.read_memory(page.address, min(page.size, MAX_BLOCK)) == b"\xff" * min(page.size, MAX_BLOCK)
+        return not self._bad_pages([blank])
 
     def _recover(self, exc: TargetError) -> None:
         """After a NACK or a lost answer: get back in step with the bootloader."""
@@ -289,4 +299,4 @@ class Flasher:
             self.report.blocks_written += 1
             self.report.bytes_written += len(data)
             self._done += len(data)
-            self.events.step("flash", "writing", phase="write", done=min(self._done, total), total=total)
+        self.events.step("flash", "writing", phase="write", done=min(self._done, total), total=total)

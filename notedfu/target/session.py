@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import urllib.parse
 from dataclasses import dataclass, field
@@ -47,6 +48,14 @@ def split_target(spec: str) -> tuple[str, str]:
     return "rom", spec
 
 
+def is_pty(path: str) -> bool:
+    """Whether ``path`` is a Unix98 pseudo-terminal slave (majors 136-143)."""
+    try:
+        return 136 <= os.major(os.stat(path).st_rdev) <= 143
+    except (OSError, ValueError):
+        return False
+
+
 def _is_pi_mini_uart(path: str) -> bool:
     try:
         model = Path("/proc/device-tree/model").read_text(errors="ignore")
@@ -76,8 +85,10 @@ class TargetSession:
         if _is_pi_mini_uart(target):
             raise UsageError(f"{target} is the Pi's mini UART, which has no parity: the STM32 bootloader needs "
                              "8E1. Use /dev/ttyAMA0 (dtoverlay=disable-bt or miniuart-bt).", code="E_MINI_UART")
+        # Linux ptys refuse parity (tcsetattr: EINVAL); the emulator behind one models 8E1 itself.
+        parity = serial.PARITY_NONE if is_pty(target) else serial.PARITY_EVEN
         try:
-            self.port = serial.serial_for_url(target, baudrate=baud or DEFAULT_BAUD, parity=serial.PARITY_EVEN,
+            self.port = serial.serial_for_url(target, baudrate=baud or DEFAULT_BAUD, parity=parity,
                                               stopbits=serial.STOPBITS_ONE, bytesize=serial.EIGHTBITS, timeout=1)
         except (serial.SerialException, ValueError, OSError) as exc:
             raise LinkError(f"cannot open target {target!r}: {exc}", code="E_TARGET_OPEN") from exc

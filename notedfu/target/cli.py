@@ -1,0 +1,213 @@
+"""Command-line parts for the target: ``notedfu flash``, ``notedfu target info``, ``notedfu sim stm32``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from notedfu.errors import ExitCode, UsageError
+
+
+def _number(text: str) -> int:
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
+def _region(text: str) -> tuple[int, int]:
+    start, sep, end = text.partition(":")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected START:END, e.g. 0x0801F800:0x08020000, not {text!r}")
+    low, high = _number(start), _number(end)
+    if high <= low:
+        raise argparse.ArgumentTypeError(f"empty region {text!r}")
+    return low, high
+
+
+def add_target_options(parser: argparse.ArgumentParser) -> None:
+    """``--target`` and the wiring options."""
+    group = parser.add_argument_group("target")
+    group.add_argument("--target", required=True, metavar="SPEC",
+                       help="serial device (/dev/ttyAMA0[?baud=N]), sim://stm32?…, or a backend: openocd:CFG,…, "
+                            "stm32flash:DEV, dfu-util:VID:PID, st-flash:[SERIAL]")
+    group.add_argument("--baud", type=int, help="bootloader baud rate (default 115200)")
+    group.add_argument("--boot0", metavar="LINE", help="where BOOT0 is wired: rts, dtr, gpiochip0:17, none (! inverts)")
+    group.add_argument("--reset", metavar="LINE", help="where NRST is wired (same forms; active = held in reset)")
+    group.add_argument("--enter", metavar="SEQ", help="sequence entering the bootloader "
+                                                      "(default boot0=1,reset=1,0.05,reset=0,0.1)")
+    group.add_argument("--run-seq", metavar="SEQ", help="sequence starting the application "
+                                                        "(default boot0=0,reset=1,0.05,reset=0)")
+
+
+def add_parsers(sub: Any) -> None:
+    """Register the target subcommands."""
+    flash = sub.add_parser("flash", help="flash an STM32 through its ROM bootloader (or an external tool)")
+    flash.add_argument("image", type=Path, metavar="FILE", help=".bin, .hex or .elf")
+    add_target_options(flash)
+    flash.add_argument("--address", type=_number, help="load address of a .bin (default: the flash base)")
+    flash.add_argument("--verify", choices=("auto", "crc", "read", "none"), default="auto",
+                       help="CRC command when offered, else read-back (default auto)")
+    flash.add_argument("--preserve", type=_region, action="append", default=[], metavar="START:END",
+                       help="a flash region never erased (settings, EEPROM emulation); repeatable")
+    flash.add_argument("--retries", type=int, default=2, help="erase+rewrite attempts per failing page (default 2)")
+    flash.add_argument("--no-run", action="store_true", help="leave the chip in the bootloader")
+    flash.add_argument("--allow-offset", action="store_true", help="allow an image that starts above the flash base")
+    flash.add_argument("--no-vector-check", action="store_true", help="flash even if the vector table looks wrong")
+    flash.add_argument("--readout-unprotect", action="store_true",
+                       help="lift readout protection first: THIS MASS-ERASES THE CHIP")
+    flash.add_argument("--write-unprotect", action="store_true", help="lift write protection first (chip resets)")
+    flash.add_argument("--json", action="store_true", help="JSON-lines events on stdout")
+    flash.set_defaults(run=cmd_flash)
+
+    target = sub.add_parser("target", help="the target chip")
+    target_sub = target.add_subparsers(dest="what", metavar="WHAT")
+    target_sub.required = True
+    info = target_sub.add_parser("info", help="chip, bootloader version, command set, flash size, protection")
+    add_target_options(info)
+    info.add_argument("--json", action="store_true", help="print one JSON object")
+    info.set_defaults(run=cmd_target_info)
+
+
+def add_sim_parser(sim_sub: Any) -> None:
+    """``notedfu sim stm32``."""
+    stm32 = sim_sub.add_parser("stm32", help="an emulated STM32 ROM bootloader")
+    stm32.add_argument("--pty", action="store_true", required=True,
+                       help="serve on a pseudo-terminal; its path is the first line printed")
+    stm32.add_argument("--chip", default="420", help="product ID in hex (default 420: STM32F100, as in QEMU's "
+                                                     "stm32vldiscovery)")
+    stm32.add_argument("--bootloader", choices=("v2", "v3", "v3crc"),
+                       help="v2 (0x22, legacy erase), v3 (0x31, extended erase), v3crc (+ Get Checksum 0xA1); "
+                            "default: the family's")
+    stm32.add_argument("--flash-file", type=Path, help="keep the flash contents in this file")
+    stm32.add_argument("--baud", type=int, default=115200, help="modeled line rate (default 115200, 8E1)")
+    stm32.add_argument("--fault", action="append", default=[], metavar="KIND[@N][+]",
+                       help="nack, drop, reset, power (N-th write), wprot (page N); repeatable")
+    stm32.add_argument("--rdp", action="store_true", help="start readout-protected")
+    stm32.add_argument("--time-scale", type=float, default=1.0, help="scale erase/program times (tests)")
+    stm32.set_defaults(run=cmd_sim_stm32)
+
+
+def _session(args: argparse.Namespace):
+    from notedfu.target.lines import ENTER_BOOTLOADER, RUN_APPLICATION
+    from notedfu.target.session import TargetOptions, TargetSession
+
+    options = TargetOptions(args.baud, args.boot0, args.reset, args.enter or ENTER_BOOTLOADER,
+                            args.run_seq or RUN_APPLICATION)
+    return TargetSession(args.target, options)
+
+
+def cmd_target_info(args: argparse.Namespace) -> int:
+    """``notedfu target info``."""
+    from notedfu.target.session import split_target
+
+    if split_target(args.target)[0] != "rom":
+        raise UsageError("target info needs the ROM bootloader (a serial port or sim://stm32)", code="E_USAGE")
+    session = _session(args)
+    try:
+        session.connect()
+        facts = session.describe()
+    finally:
+        session.close()
+    if args.json:
+        print(json.dumps(facts, indent=1))
+    else:
+        print(f"chip          {facts['chip']} (id {facts['pid']}, family {facts['family']})")
+        print(f"bootloader    {facts['bootloader']}  commands {' '.join(facts['commands'])}")
+        print(f"CRC command   {'yes' if facts['crc_command'] else 'no (verification reads back)'}")
+        print(f"flash         {facts['flash_size'] // 1024} KiB at {facts['flash_base']}, {facts['pages']} pages")
+        print(f"protection    {'READOUT PROTECTED' if facts['readout_protected'] else 'none'}")
+        for quirk in facts["quirks"]:
+            print(f"note          {quirk}")
+    return ExitCode.OK
+
+
+def cmd_flash(args: argparse.Namespace) -> int:
+    """``notedfu flash``."""
+    from notedfu.cli import events_for
+    from notedfu.target.chips import FLASH_BASE
+    from notedfu.target.flasher import FlashOptions
+    from notedfu.target.image import load_image
+    from notedfu.target.session import split_target
+
+    backend, where = split_target(args.target)
+    segments = load_image(args.image, args.address if args.address is not None else FLASH_BASE)
+    events, close = events_for(args, source="LOCAL")
+    started = time.monotonic()
+    try:
+        events.status("START")
+        if backend != "rom":
+            summary = _flash_with_tool(backend, where, segments, args)
+        else:
+            session = _session(args)
+            session.events = events
+            try:
+                session.connect()
+                if args.readout_unprotect or args.write_unprotect:
+                    session.unprotect(args.readout_unprotect, args.write_unprotect)
+                report = session.flash(segments, FlashOptions(
+                    verify=args.verify, retries=args.retries, preserve=args.preserve,
+                    allow_offset=args.allow_offset, check_vectors=not args.no_vector_check, run=not args.no_run))
+                summary = {"chip": session.describe()["chip"], **vars(report)}
+            finally:
+                session.close()
+    finally:
+        close()
+    summary["seconds"] = round(time.monotonic() - started, 3)
+    summary["image_bytes"] = sum(len(s.data) for s in segments)
+    if args.json:
+        events.status("SUCCESS", result=summary)
+    elif backend != "rom":
+        print(f"flashed {args.image} with {backend} in {summary['seconds']:.1f} s")
+    else:
+        print(f"flashed {summary['image_bytes']} bytes to {summary['chip']}: {summary['blocks_written']} blocks written"
+              f" ({summary['blocks_skipped']} empty skipped), {summary['pages_erased']} pages erased, verified by "
+              f"{summary['verify_method']}" + (f", {summary['repaired_pages']} pages repaired"
+                                                 if summary["repaired_pages"] else "")
+              + (", application started" if summary["started"] else "") + f" in {summary['seconds']:.1f} s")
+    return ExitCode.OK
+
+
+def _flash_with_tool(backend: str, where: str, segments: list, args: argparse.Namespace) -> dict[str, Any]:
+    from notedfu.target.backends import flash_command, run_tool
+
+    if len(segments) != 1:
+        raise UsageError(f"{backend} needs one contiguous image; this one has {len(segments)} parts", code="E_USAGE")
+    with tempfile.NamedTemporaryFile(suffix=".bin") as raw:
+        raw.write(segments[0].data)
+        raw.flush()
+        output = run_tool(flash_command(backend, where, Path(raw.name), segments[0].address, args.verify != "none"))
+    return {"backend": backend, "tool_output": output[-2000:]}
+
+
+def cmd_sim_stm32(args: argparse.Namespace) -> int:
+    """``notedfu sim stm32 --pty``: serve until killed."""
+    from notedfu.sim.pty import PtyServer
+    from notedfu.sim.stm32 import stm32_from_options
+
+    opts: dict[str, Any] = {"chip": args.chip, "baud": str(args.baud), "fault": args.fault,
+                            "rdp": "1" if args.rdp else "0", "time_scale": str(args.time_scale)}
+    if args.bootloader:
+        opts["bootloader"] = args.bootloader
+    if args.flash_file:
+        opts["flash_file"] = str(args.flash_file)
+    try:
+        chip = stm32_from_options(opts)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot start the emulated STM32: {exc}", code="E_SIM_CONFIG") from exc
+    server = PtyServer(chip)
+    print(server.path, flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+        chip.close()
+    sys.stdout.flush()
+    return ExitCode.OK
