@@ -1,0 +1,169 @@
+"""Target commands over pseudo-terminals, and interop with stm32flash."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from notedfu.errors import ExitCode
+from notedfu.sim.pty import PtyServer
+from notedfu.sim.stm32 import Stm32Sim
+from notedfu.target.backends import flash_command, run_tool
+from notedfu.target.an3155 import TargetError
+from tests.conftest import run_cli
+from tests.test_target import BASE, app_image
+
+needs_stm32flash = pytest.mark.skipif(shutil.which("stm32flash") is None,
+                                      reason="stm32flash is not installed (apt-get install stm32flash)")
+
+
+@pytest.fixture
+def emulator(tmp_path):
+    """An emulated chip on a pty in this process, its flash in a file."""
+    made = []
+
+    def make(**options) -> tuple[Stm32Sim, str, Path]:
+        flash_file = tmp_path / f"flash{len(made)}.bin"
+        chip = Stm32Sim(0x420, options.pop("variant", "v3crc"), flash_file=flash_file, time_scale=0.05, **options)
+        server = PtyServer(chip).start()
+        made.append((server, chip))
+        return chip, server.path, flash_file
+
+    yield make
+    for server, chip in made:
+        server.stop()
+        chip.close()
+
+
+def test_sim_stm32_pty_and_flash_in_two_processes(tmp_path):
+    """The acceptance run: `notedfu sim stm32 --pty --flash-file F` + `notedfu flash X --target PTY`."""
+    image = tmp_path / "app.bin"
+    image.write_bytes(app_image(24 * 1024))
+    flash_file = tmp_path / "flash.bin"
+    server = subprocess.Popen([sys.executable, "-m", "notedfu", "sim", "stm32", "--pty", "--flash-file",
+                               str(flash_file), "--time-scale", "0.05"], stdout=subprocess.PIPE, text=True)
+    try:
+        device = server.stdout.readline().strip()
+        info = run_cli("target", "info", "--target", device, "--json")
+        facts = json.loads(info.stdout)
+        assert facts["pid"] == "0x420" and facts["flash_size"] == 128 * 1024 and facts["bootloader"] == "2.2"
+        done = run_cli("flash", str(image), "--target", device)
+        assert done.returncode == 0, done.stderr
+        assert '"verify_method":"read"' in done.stdout and '"started":true' in done.stdout
+        assert flash_file.read_bytes().startswith(image.read_bytes())
+        # Started with Go and no reset line: the application runs, the bootloader no longer answers.
+        assert "E_TARGET_NO_SYNC" in run_cli("target", "info", "--target", device).stderr
+    finally:
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=10) == 0
+
+
+def test_flash_json_events_and_result(emulator, tmp_path):
+    chip, device, flash_file = emulator()
+    image = tmp_path / "app.bin"
+    image.write_bytes(app_image(6 * 1024))
+    done = run_cli("flash", str(image), "--target", device, "--json")
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    phases = {e.get("phase") for e in events if e["type"] == "step"}
+    assert phases == {"erase", "write", "verify"}
+    result = events[-1]["result"]
+    assert result["verify_method"] == "crc" and result["started"] and result["image_bytes"] == 6 * 1024
+    assert flash_file.read_bytes().startswith(image.read_bytes())
+
+
+def test_bad_images_are_refused_before_the_chip_is_touched(emulator, tmp_path):
+    chip, device, _ = emulator()
+    big = tmp_path / "big.bin"
+    big.write_bytes(app_image(200 * 1024))
+    done = run_cli("flash", str(big), "--target", device)
+    assert done.returncode == ExitCode.TARGET and "E_IMAGE_TOO_LARGE" in done.stderr
+    assert chip.stats["erased_pages"] == 0 and chip.writes == 0
+    junk = tmp_path / "junk.hex"
+    junk.write_text("this is not intel hex\n")
+    done = run_cli("flash", str(junk), "--target", device)
+    assert done.returncode == ExitCode.USAGE and "E_IMAGE_FILE" in done.stderr
+    offset = tmp_path / "app.bin"
+    offset.write_bytes(app_image(2048))
+    done = run_cli("flash", str(offset), "--target", device, "--address", "0x08004000")
+    assert done.returncode == ExitCode.TARGET and "E_IMAGE_NOT_AT_BASE" in done.stderr
+
+
+def test_target_that_does_not_answer(tmp_path):
+    server = PtyServer(Stm32Sim(0x420, time_scale=0.05))
+    server.device.running_app = True  # the application runs and ignores the bootloader protocol
+    server.start()
+    try:
+        done = run_cli("target", "info", "--target", server.path)
+        assert done.returncode == ExitCode.TARGET and "E_TARGET_NO_SYNC" in done.stderr
+        assert done.stderr.count("\n") == 1
+    finally:
+        server.stop()
+
+
+@needs_stm32flash
+@pytest.mark.parametrize("variant", ["v2", "v3crc"])
+def test_stm32flash_writes_and_verifies_through_the_emulator(emulator, tmp_path, variant):
+    """Interop: a third-party AN3155 client drives the emulator like a real chip."""
+    chip, device, flash_file = emulator(variant=variant)
+    image = tmp_path / "app.bin"
+    image.write_bytes(app_image(20 * 1024 + 36))
+    # -b 0: keep the port settings; Linux ptys refuse the parity stm32flash asks for.
+    done = subprocess.run(["stm32flash", "-b", "0", "-w", str(image), "-v", device], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Wrote and verified address" in done.stdout
+    assert flash_file.read_bytes().startswith(image.read_bytes())
+    assert chip.stats["read_bytes"] >= 20 * 1024  # stm32flash -v reads every block back
+
+
+@needs_stm32flash
+def test_stm32flash_backend(emulator, tmp_path):
+    chip, device, flash_file = emulator()
+    image = tmp_path / "app.bin"
+    image.write_bytes(app_image(4096))
+    done = run_cli("flash", str(image), "--target", f"stm32flash:{device}?baud=0")
+    assert done.returncode == 0, done.stderr
+    assert flash_file.read_bytes().startswith(image.read_bytes())
+    assert chip.running_app  # -g: stm32flash started the application
+
+
+def test_backend_argument_lists(tmp_path):
+    image = tmp_path / "fw.bin"
+    assert flash_command("openocd", "interface/stlink.cfg,target/stm32f1x.cfg", image).argv == [
+        "openocd", "-f", "interface/stlink.cfg", "-f", "target/stm32f1x.cfg",
+        "-c", f"program {{{image}}} 0x08000000 verify reset exit"]
+    assert flash_command("dfu-util", "0483:df11", image).argv == [
+        "dfu-util", "-d", "0483:df11", "-a", "0", "-s", "0x08000000:leave", "-D", str(image)]
+    assert flash_command("st-flash", "", image).argv == ["st-flash", "--reset", "write", str(image), "0x08000000"]
+    assert flash_command("stm32flash", "/dev/ttyAMA0?baud=57600", image).argv[:3] == ["stm32flash", "-b", "57600"]
+
+
+def test_backend_failures_are_clear_errors(tmp_path):
+    from notedfu.target.backends import ToolRun
+
+    with pytest.raises(TargetError) as info:
+        run_tool(ToolRun(["notedfu-no-such-tool", "x"]))
+    assert info.value.code == "E_TOOL_MISSING"
+    with pytest.raises(TargetError) as info:
+        run_tool(ToolRun([sys.executable, "-c", "import sys; print('bad wiring'); sys.exit(3)"]))
+    assert info.value.code == "E_TOOL_FAILED" and "exit 3" in info.value.message and "bad wiring" in info.value.message
+    done = run_cli("flash", str(tmp_path / "x.bin"), "--target", "openocd:")
+    assert done.returncode == ExitCode.USAGE
+
+
+def test_image_flashed_at_base_is_what_a_later_step_boots(emulator, tmp_path):
+    """The flash file is the chip's flash: byte 0 is the vector table the image starts with."""
+    chip, device, flash_file = emulator()
+    image = app_image(3 * 1024)
+    (tmp_path / "a.bin").write_bytes(image)
+    assert run_cli("flash", str(tmp_path / "a.bin"), "--target", device).returncode == 0
+    data = flash_file.read_bytes()
+    assert len(data) == 128 * 1024 and data[:8] == image[:8] and data[3 * 1024:] == b"\xff" * (125 * 1024)
+    assert BASE == 0x08000000
