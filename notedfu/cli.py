@@ -100,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("--no-peer", action="store_true", help="skip the stock note-python run")
     download.add_argument("--json", action="store_true", help="print the results as JSON")
     download.set_defaults(run=cmd_bench_download)
+    flash = bench_sub.add_parser("flash", help="flash + verify speed: ours vs the lower bound vs stm32flash, "
+                                               "stm32loader")
+    flash.add_argument("--size", type=int, default=128 * 1024, metavar="BYTES", help="image size (default 128 KiB)")
+    flash.add_argument("--no-peer", action="store_true", help="skip stm32flash and stm32loader")
+    flash.add_argument("--json", action="store_true", help="print the results as JSON")
+    flash.set_defaults(run=cmd_bench_flash)
     return parser
 
 
@@ -271,6 +277,13 @@ def cmd_bench_download(args: argparse.Namespace) -> int:
     from notedfu.bench import run_download_bench
 
     return run_download_bench(args.profile, size=args.size, peer=not args.no_peer, as_json=args.json)
+
+
+def cmd_bench_flash(args: argparse.Namespace) -> int:
+    """``notedfu bench flash``."""
+    from notedfu.bench_flash import run_flash_bench
+
+    return run_flash_bench(args.size, peers=not args.no_peer, as_json=args.json)
 
 
 # ------------------------------------------------------------------ entry point

@@ -14,7 +14,6 @@ spec                                      opens
 from __future__ import annotations
 
 import os
-import urllib.parse
 from dataclasses import dataclass
 
 import serial
@@ -22,6 +21,7 @@ import serial
 import notedfu.sim  # noqa: F401 - registers the sim:// URL scheme with pyserial
 from notedfu.errors import LinkError, UsageError
 from notedfu.notecard.transport import FastI2C, FastSerial
+from notedfu.specs import int_option, split_options
 
 ENV_SPEC = "NOTEDFU_NOTECARD"
 DEFAULT_BAUD = 9600  # the Notecard's UART; USB CDC ignores it, AUX uses 115200
@@ -48,28 +48,12 @@ def parse_spec(spec: str | None, baud: int | None = None) -> LinkSpec:
     if not spec:
         raise UsageError(f"no Notecard given: use --notecard SPEC or set {ENV_SPEC}", code="E_NO_NOTECARD")
     if spec.startswith("i2c:"):
-        target = spec[4:]
-        address = 0x17
-        if not target.lower().startswith("sim://") and "?" in target:
-            target, query = target.split("?", 1)
-            opts = urllib.parse.parse_qs(query)
-            try:
-                address = int(opts.get("address", ["0x17"])[-1], 0)
-            except ValueError:
-                raise UsageError(f"bad I2C address in {spec!r}", code="E_BAD_SPEC") from None
+        target, options = split_options(spec[4:])
         if not target:
             raise UsageError(f"no I2C bus in {spec!r} (e.g. i2c:/dev/i2c-1)", code="E_BAD_SPEC")
-        return LinkSpec("i2c", target, address=address)
-    target = spec
-    if "://" not in spec and "?" in spec:
-        target, query = spec.split("?", 1)
-        opts = urllib.parse.parse_qs(query)
-        if "baud" in opts and baud is None:
-            try:
-                baud = int(opts["baud"][-1])
-            except ValueError:
-                raise UsageError(f"bad baud rate in {spec!r}", code="E_BAD_SPEC") from None
-    return LinkSpec("serial", target, baud=baud or DEFAULT_BAUD)
+        return LinkSpec("i2c", target, address=int_option(options, "address", spec) or 0x17)
+    target, options = split_options(spec)
+    return LinkSpec("serial", target, baud=baud or int_option(options, "baud", spec) or DEFAULT_BAUD)
 
 
 Card = FastSerial | FastI2C

@@ -12,13 +12,13 @@ from __future__ import annotations
 import threading
 
 from notedfu.sim.notecard import INPUT_BUFFER, NotecardSim
-from notedfu.sim.timing import LinkProfile, PacedQueue
+from notedfu.sim.timing import LinkProfile, PacedOutputMixin, PacedQueue
 
 BURST_GAP = 0.1
 """A host pause this long lets the card empty its input buffer (segment pacing)."""
 
 
-class CardPort:
+class CardPort(PacedOutputMixin):
     """One host connection to a simulated card, in wire time."""
 
     def __init__(self, card: NotecardSim, link: LinkProfile, *, paced_output: bool = True) -> None:
@@ -90,23 +90,3 @@ class CardPort:
         self._card_free_at = ready
         self.output.push(reply_data, ready)
         self.bytes_out += len(reply_data)
-
-    def available(self, now: float) -> int:
-        """Bytes the host could read at ``now``."""
-        with self.lock:
-            return self.output.available(now)
-
-    def read(self, size: int, now: float) -> bytes:
-        """Take up to ``size`` arrived bytes."""
-        with self.lock:
-            return self.output.read(size, now)
-
-    def time_until(self, count: int, now: float) -> float | None:
-        """Seconds until ``count`` bytes are readable, ``None`` if not queued."""
-        with self.lock:
-            return self.output.time_until(count, now)
-
-    def reset_input(self) -> None:
-        """Forget queued output (the host flushed its input buffer)."""
-        with self.lock:
-            self.output.clear()

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Generator
 
 from notedfu.sim.faults import Fault, parse_faults
-from notedfu.sim.timing import PacedQueue
+from notedfu.sim.timing import PacedOutputMixin, PacedQueue
 from notedfu.target.an3155 import ACK, NACK, SYNC, Cmd, stm32_crc, xor
 from notedfu.target.chips import CHIPS, Chip
 
@@ -64,7 +64,7 @@ def default_variant(chip: Chip) -> BootloaderVariant:
     return VARIANTS["v2" if chip.family.name in ("F0", "F1", "F3") else "v3"]
 
 
-class Stm32Sim:
+class Stm32Sim(PacedOutputMixin):
     """The bootloader's state and behaviour; bytes in, timed bytes out."""
 
     def __init__(self, chip: Chip | int = 0x420, variant: BootloaderVariant | str | None = None, *,
@@ -157,26 +157,6 @@ class Stm32Sim:
                 chunk = bytes(self._pending[:self._need])
                 del self._pending[:self._need]
                 self._need = self._parser.send(chunk)
-
-    def available(self, now: float) -> int:
-        """Bytes the host could read at ``now``."""
-        with self.lock:
-            return self.output.available(now)
-
-    def read(self, size: int, now: float) -> bytes:
-        """Take up to ``size`` arrived bytes."""
-        with self.lock:
-            return self.output.read(size, now)
-
-    def time_until(self, count: int, now: float) -> float | None:
-        """Seconds until ``count`` bytes are readable."""
-        with self.lock:
-            return self.output.time_until(count, now)
-
-    def reset_input(self) -> None:
-        """The host flushed its input."""
-        with self.lock:
-            self.output.clear()
 
     def _send(self, data: bytes, work_seconds: float = 0.0) -> None:
         at = self._now + work_seconds * self.time_scale

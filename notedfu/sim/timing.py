@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import math
+import threading
 from dataclasses import dataclass, replace
 
 
@@ -143,3 +144,30 @@ class PacedQueue:
                 return max(0.0, ready_at - now)
             need -= length
         return None
+
+
+class PacedOutputMixin:
+    """The read side of a simulated device: ``output`` (a :class:`PacedQueue`) under ``lock``."""
+
+    output: PacedQueue
+    lock: "threading.RLock"
+
+    def available(self, now: float) -> int:
+        """Bytes the host could read at ``now``."""
+        with self.lock:
+            return self.output.available(now)
+
+    def read(self, size: int, now: float) -> bytes:
+        """Take up to ``size`` arrived bytes."""
+        with self.lock:
+            return self.output.read(size, now)
+
+    def time_until(self, count: int, now: float) -> float | None:
+        """Seconds until ``count`` bytes are readable, ``None`` if not queued."""
+        with self.lock:
+            return self.output.time_until(count, now)
+
+    def reset_input(self) -> None:
+        """The host flushed its input buffer: forget what is queued."""
+        with self.lock:
+            self.output.clear()

@@ -193,7 +193,8 @@ class Bootloader:
         self.stats.sent += len(data)
 
     def _read(self, count: int, timeout: float, what: str) -> bytes:
-        self.port.timeout = timeout
+        if self.port.timeout != timeout:  # pyserial re-applies all termios settings on every change
+            self.port.timeout = timeout
         data = self.port.read(count)
         self.stats.received += len(data)
         if len(data) != count:
@@ -202,9 +203,10 @@ class Bootloader:
         return data
 
     def _ack(self, what: str, timeout: float | None = None) -> None:
-        deadline = time.monotonic() + (timeout or self.timeouts.ack)
+        timeout = timeout or self.timeouts.ack
+        deadline = time.monotonic() + timeout
         while True:
-            byte = self._read(1, max(0.01, deadline - time.monotonic()), what)[0]
+            byte = self._read(1, timeout, what)[0]
             if byte == ACK:
                 return
             if byte == BUSY and time.monotonic() < deadline:
@@ -268,7 +270,7 @@ class Bootloader:
         self._ack("read address")
         self._write(count_frame(count))
         self._ack("read count")
-        return self._read(count, self.timeouts.ack + count * 0.001, "read data")
+        return self._read(count, self.timeouts.ack, "read data")
 
     def write_memory(self, address: int, data: bytes) -> None:
         """Write Memory (0x31): ≤ 256 bytes; address and length must be 4-byte aligned."""

@@ -25,6 +25,7 @@ class Family:
     program_seconds_per_256: float  # typical programming time of one 256-byte block
     write_granule: int = 4  # bytes the flash programs at once (pad writes to this)
     quirks: tuple[str, ...] = ()
+    size_read_block: int = 2  # bytes to read for the flash size register (aligned blocks where required)
 
 
 FAMILIES = {
@@ -33,7 +34,7 @@ FAMILIES = {
     "F3": Family("F3", 0x1FFFF7CC, 0.020, 0.0067),
     "F4": Family("F4", 0x1FFF7A22, 0.250, 0.0010, quirks=(
         "flash size register only readable as part of an aligned 256-byte block",
-        "sectors of 16/64/128 KiB: erase takes seconds")),
+        "sectors of 16/64/128 KiB: erase takes seconds"), size_read_block=256),
     "F7": Family("F7", 0x1FF0F442, 0.250, 0.0010, quirks=("sectors of 32/128/256 KiB",)),
     "G0": Family("G0", 0x1FFF75E0, 0.022, 0.0027, 8, quirks=(
         "nBOOT_SEL=1 from the factory: the BOOT0 pin is ignored once flash is programmed",)),

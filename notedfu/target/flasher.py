@@ -209,10 +209,11 @@ class Flasher:
         return self.report
 
     def _is_erased(self, page: PagePlan) -> bool:
-        blank = PagePlan(page.index, page.address, page.size, b"\xff" * page.size, 0, page.size)
-        if self.report.verify_method == "none":
-            return self.bl.read_memory(page.address, min(page.size, MAX_BLOCK)) == b"\xff" * min(page.size, MAX_BLOCK)
-        return not self._bad_pages([blank])
+        """Whether the page really erased: by CRC when offered, else its vector table (what decides booting)."""
+        if self.report.verify_method == "crc":
+            return not self._bad_pages([PagePlan(page.index, page.address, page.size, b"\xff" * page.size, 0,
+                                                 page.size)])
+        return self.bl.read_memory(page.address, 8) == b"\xff" * 8
 
     def _recover(self, exc: TargetError) -> None:
         """After a NACK or a lost answer: get back in step with the bootloader."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import time
-import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import serial
 import notedfu.sim  # noqa: F401 - registers sim://
 from notedfu.errors import LinkError, UsageError
 from notedfu.events import Events
+from notedfu.specs import int_option, split_options
 from notedfu.target.an3155 import Bootloader, BootloaderInfo, TargetError, Timeouts
 from notedfu.target.chips import Chip, chip_for
 from notedfu.target.flasher import FlashOptions, Flasher, FlashReport, plan_flash
@@ -73,15 +73,8 @@ class TargetSession:
     events: Events = field(default_factory=lambda: Events(source="LOCAL"))
 
     def __post_init__(self) -> None:
-        target, baud = self.spec, self.options.baud
-        if "://" not in target and "?" in target:
-            target, query = target.split("?", 1)
-            opts = urllib.parse.parse_qs(query)
-            if "baud" in opts and baud is None:
-                try:
-                    baud = int(opts["baud"][-1])
-                except ValueError:
-                    raise UsageError(f"bad baud rate in {self.spec!r}", code="E_BAD_SPEC") from None
+        target, options = split_options(self.spec)
+        baud = self.options.baud or int_option(options, "baud", self.spec)
         if _is_pi_mini_uart(target):
             raise UsageError(f"{target} is the Pi's mini UART, which has no parity: the STM32 bootloader needs "
                              "8E1. Use /dev/ttyAMA0 (dtoverlay=disable-bt or miniuart-bt).", code="E_MINI_UART")
@@ -125,9 +118,10 @@ class TargetSession:
         register = self.chip.family.flash_size_register
         if register is None:
             return self.chip.flash_size
-        block = register - register % 256  # F4 reads only work as aligned 256-byte blocks
+        size = self.chip.family.size_read_block  # F4 answers only whole aligned 256-byte blocks
+        block = register - register % size if size > 2 else register
         try:
-            data = self.bootloader.read_memory(block, 256)
+            data = self.bootloader.read_memory(block, size)
         except TargetError as exc:
             if exc.code != "E_TARGET_NACK":
                 raise
