@@ -70,7 +70,9 @@ class Serial(SerialBase):
         self.is_open = True
 
     def close(self) -> None:
-        """Disconnect (the named card keeps its state)."""
+        """Disconnect (a named device keeps its state; an unnamed chip closes its flash file)."""
+        if self.is_open and hasattr(self, "chip") and not parse_sim_url(self.port)[1].get("name"):
+            self.chip.close()
         self.is_open = False
 
     def _reconfigure_port(self, force_update: bool = False) -> None:

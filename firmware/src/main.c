@@ -1,0 +1,49 @@
+/* notedfu demo firmware: prints a version banner on USART1 and idles.
+ *
+ * The image carries `firmware::info:{…}`, the JSON Notehub reads from host
+ * firmware, and notedfu reads it too (version checks, the banner to expect).
+ */
+#include <stdint.h>
+
+#include "board.h"
+
+#ifndef FW_VERSION
+#error "build with -DFW_VERSION=\"X.Y.Z\" (see the Makefile)"
+#endif
+
+#define STR2(x) #x
+#define STR(x) STR2(x)
+
+/* Kept in the image even though nothing reads it at run time. */
+__attribute__((used, section(".rodata.fwinfo")))
+const char firmware_info[] =
+    "firmware::info:{\"org\":\"notedfu\",\"product\":\"notedfu-demo\",\"version\":\"" FW_VERSION
+    "\",\"ver_major\":" STR(FW_MAJOR) ",\"ver_minor\":" STR(FW_MINOR) ",\"ver_patch\":" STR(FW_PATCH)
+    ",\"board\":\"" BOARD_NAME "\"}";
+
+static void console_init(void)
+{
+    RCC_APB2ENR |= RCC_APB2ENR_IOPAEN | RCC_APB2ENR_USART1EN;
+    /* PA9 = USART1 TX: alternate function push-pull, 2 MHz (CNF=10, MODE=10). */
+    GPIOA_CRH = (GPIOA_CRH & ~(0xFu << 4)) | (0xAu << 4);
+    USART1_BRR = (CPU_HZ + CONSOLE_BAUD / 2) / CONSOLE_BAUD;
+    USART1_CR1 = USART_CR1_UE | USART_CR1_TE;
+}
+
+static void console_write(const char *text)
+{
+    for (; *text; text++) {
+        while (!(USART1_SR & USART_SR_TXE)) {
+        }
+        USART1_DR = (uint32_t)(unsigned char)*text;
+    }
+}
+
+int main(void)
+{
+    console_init();
+    console_write("notedfu-demo " FW_VERSION " booted on " BOARD_NAME "\r\n");
+    for (;;) {
+        __asm__ volatile("wfi");
+    }
+}

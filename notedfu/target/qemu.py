@@ -1,0 +1,63 @@
+"""Boot a flash image in QEMU and watch its serial console.
+
+The emulated bootloader's flash file holds exactly what was flashed; QEMU's
+``stm32vldiscovery`` machine (STM32F100, USART1 at 0x40013800) boots it, and
+its USART1 output appears on QEMU's stdout. Used to prove that what notedfu
+flashed really boots.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import selectors
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+QEMU = "qemu-system-arm"
+MACHINE = "stm32vldiscovery"
+
+
+@dataclass
+class BootResult:
+    """What QEMU printed, and whether the pattern showed up in time."""
+
+    matched: bool
+    output: str
+    seconds: float
+
+
+def qemu_available() -> bool:
+    """Whether ``qemu-system-arm`` is installed."""
+    return shutil.which(QEMU) is not None
+
+
+def boot(flash_image: str | Path, pattern: str, timeout: float = 10.0, machine: str = MACHINE) -> BootResult:
+    """Boot ``flash_image`` (loaded at the flash base) until ``pattern`` (a regex) appears on the console."""
+    argv = [QEMU, "-M", machine, "-nographic", "-monitor", "none", "-serial", "stdio",
+            "-kernel", str(flash_image)]
+    started = time.monotonic()
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    assert process.stdout is not None
+    regex = re.compile(pattern)
+    output = b""
+    selector = selectors.DefaultSelector()
+    selector.register(process.stdout, selectors.EVENT_READ)
+    try:
+        while (left := timeout - (time.monotonic() - started)) > 0:
+            if not selector.select(left):
+                break
+            chunk = os.read(process.stdout.fileno(), 4096)
+            if not chunk:
+                break
+            output += chunk
+            if regex.search(output.decode(errors="replace")):
+                return BootResult(True, output.decode(errors="replace"), time.monotonic() - started)
+        return BootResult(False, output.decode(errors="replace"), time.monotonic() - started)
+    finally:
+        selector.close()
+        process.kill()
+        process.wait()

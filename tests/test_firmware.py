@@ -1,0 +1,62 @@
+"""The demo firmware: committed images, reproducible builds, and a real boot in QEMU after flashing."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from notedfu.target.flasher import FlashOptions
+from notedfu.target.image import load_image
+from notedfu.target.qemu import boot, qemu_available
+from notedfu.target.session import TargetSession
+
+FIRMWARE = Path(__file__).resolve().parent.parent / "firmware"
+VERSIONS = ("1.0.0", "1.1.0")
+
+
+def firmware_info(image: bytes) -> dict:
+    start = image.index(b"firmware::info:") + len(b"firmware::info:")
+    return json.loads(image[start:image.index(b"}", start) + 1])
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_prebuilt_images_carry_their_version_and_a_bootable_vector_table(version):
+    image = (FIRMWARE / "prebuilt" / f"demo-{version}.bin").read_bytes()
+    stack, reset = struct.unpack_from("<II", image)
+    assert 0x20000000 < stack <= 0x20002000 and reset & 1 and 0x08000000 < reset < 0x08000000 + len(image)
+    assert firmware_info(image)["version"] == version
+    assert f"notedfu-demo {version} booted".encode() in image
+
+
+@pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None,
+                    reason="arm-none-eabi-gcc is not installed (apt-get install gcc-arm-none-eabi)")
+def test_firmware_rebuilds_byte_identical(tmp_path):
+    copy = tmp_path / "firmware"  # another directory: paths must not leak into the images
+    shutil.copytree(FIRMWARE, copy, ignore=shutil.ignore_patterns("build"))
+    done = subprocess.run(["make", "-C", str(copy), "check"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("reproducible") == len(VERSIONS)
+    bluepill = subprocess.run(["make", "-C", str(copy), "BOARD=bluepill"], capture_output=True, text=True,
+                              timeout=120)
+    assert bluepill.returncode == 0, bluepill.stderr
+    assert b"booted on bluepill" in (copy / "build" / "bluepill" / "demo-1.1.0.bin").read_bytes()
+
+
+@pytest.mark.skipif(not qemu_available(), reason="qemu-system-arm is not installed (apt-get install qemu-system-arm)")
+def test_flashed_update_boots_in_qemu(tmp_path):
+    flash_file = tmp_path / "flash.bin"
+    for version in VERSIONS:  # 1.0.0 first, then the update to 1.1.0 over it
+        target = TargetSession(f"sim://stm32?flash_file={flash_file}&bootloader=v3crc&time_scale=0.05")
+        try:
+            target.connect()
+            target.flash(load_image(FIRMWARE / "prebuilt" / f"demo-{version}.bin", 0x08000000), FlashOptions())
+        finally:
+            target.close()
+        result = boot(flash_file, rf"notedfu-demo {version} booted on qemu-vldiscovery", timeout=20)
+        assert result.matched, result.output
+    assert not boot(flash_file, r"notedfu-demo 1\.0\.0", timeout=2).matched
