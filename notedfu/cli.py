@@ -90,6 +90,21 @@ def build_parser() -> argparse.ArgumentParser:
     target_cli.add_sim_parser(sim_sub)
     target_cli.add_parsers(sub)
 
+    update = sub.add_parser("update", help="one full update cycle in the foreground: fetch, flash, boot, confirm, "
+                                           "report")
+    update.add_argument("--config", type=Path, metavar="FILE", help="TOML config (default /etc/notedfu/notedfu.toml)")
+    _add_notecard_options(update)
+    update.add_argument("--target", metavar="SPEC", help="the target (overrides [target] spec)")
+    update.add_argument("--boot0", metavar="LINE", help="where BOOT0 is wired (overrides [target] boot0)")
+    update.add_argument("--reset", metavar="LINE", help="where NRST is wired (overrides [target] reset)")
+    update.add_argument("--console", metavar="SPEC", help="console to confirm the boot on: a serial spec or "
+                                                           "qemu:FLASH_FILE (overrides [confirm] console)")
+    update.add_argument("--pattern", help="what the new firmware prints; {version} is filled in")
+    update.add_argument("--confirm-timeout", type=float, metavar="S", help="seconds to wait for the pattern")
+    update.add_argument("--force", action="store_true", help="install even if that version is already installed")
+    update.add_argument("--json", action="store_true", help="JSON-lines events on stdout")
+    update.set_defaults(run=cmd_update)
+
     bench = sub.add_parser("bench", help="benchmarks on the simulators")
     bench_sub = bench.add_subparsers(dest="what", metavar="WHAT")
     bench_sub.required = True
@@ -272,6 +287,44 @@ def cmd_sim_notecard(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def cmd_update(args: argparse.Namespace) -> int:
+    """``notedfu update``: exit 0 success, 9 unconfirmed, 10 up to date, 11 awaiting approval,
+    4 nothing offered, or the failure's own code."""
+    from notedfu.config import load_config
+    from notedfu.update.agent import Updater
+
+    config = load_config(args.config)
+    for section, key, value in (("notecard", "spec", args.notecard), ("notecard", "baud", args.baud),
+                                ("agent", "state_dir", str(args.state_dir) if args.state_dir else None),
+                                ("target", "spec", args.target), ("target", "boot0", args.boot0),
+                                ("target", "reset", args.reset), ("confirm", "console", args.console),
+                                ("confirm", "pattern", args.pattern), ("confirm", "timeout", args.confirm_timeout)):
+        if value is not None:
+            setattr(getattr(config, section), key, value)
+    config.notecard.timeout = args.timeout if args.timeout != 30.0 else config.notecard.timeout
+    events, close = events_for(args)
+    try:
+        outcome = Updater(config, events, force=args.force).run()
+    finally:
+        close()
+    if not args.json:
+        job = outcome.job
+        print(f"{outcome.state}" + (f": job {job.id}, image {job.md5}" + (f" version {job.version}" if job.version
+                                    else "") if job else "") + (f" — {outcome.detail}" if outcome.detail else ""))
+    codes = {"success": ExitCode.OK, "up_to_date": ExitCode.UP_TO_DATE, "ready": ExitCode.AWAITING_APPROVAL,
+             "idle": ExitCode.NOT_READY, "downloading": ExitCode.NOT_READY}
+    return int(codes[outcome.state]) if outcome.state in codes else _failure_code(outcome)
+
+
+def _failure_code(outcome: Any) -> int:
+    """Exit code of a failed or unconfirmed update, with its one-line error on stderr."""
+    error = (outcome.job.error if outcome.job else {}) or {}
+    print(f"notedfu: {error.get('code', 'E_UPDATE')}: {error.get('message', outcome.detail)}", file=sys.stderr)
+    if outcome.state == "unconfirmed":
+        return int(ExitCode.UNCONFIRMED)
+    return outcome.exit_code or int(ExitCode.FAILURE)
+
+
 def cmd_bench_download(args: argparse.Namespace) -> int:
     """``notedfu bench download``."""
     from notedfu.bench import run_download_bench
@@ -302,6 +355,11 @@ def main(argv: list[str] | None = None) -> int:
         error: NotedfuError = Interrupted("interrupted")
     except NotedfuError as exc:
         error = exc
+    except Exception as exc:  # a bug or an unforeseen failure: still one line, still a code
+        if os.environ.get("NOTEDFU_DEBUG"):
+            raise
+        error = NotedfuError(f"{type(exc).__name__}: {exc} (NOTEDFU_DEBUG=1 shows the traceback)",
+                             code="E_INTERNAL")
     if getattr(args, "json", False):
         json_lines_sink(sys.stdout)({"type": "status", "status": "FAILURE", "error": error.as_dict()})
     print(f"notedfu: {error}", file=sys.stderr)

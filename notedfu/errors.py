@@ -21,6 +21,9 @@ class ExitCode(IntEnum):
     BAD_RESPONSE = 6  # the device answered something we refuse to trust
     CARD = 7  # the Notecard answered with an error we cannot work around
     TARGET = 8  # the target (STM32 bootloader or an external tool) failed
+    UNCONFIRMED = 9  # flashed, but the new firmware did not prove it booted (notedfu update)
+    UP_TO_DATE = 10  # the offered image is already installed (notedfu update)
+    AWAITING_APPROVAL = 11  # manual policy: the image waits for `notedfu approve` (notedfu update)
     INTERRUPTED = 130  # Ctrl-C / SIGTERM; everything was put back first
 
 

@@ -16,6 +16,7 @@ from functools import reduce
 from typing import Protocol
 
 import crcmod.predefined
+import serial
 
 from notedfu.errors import ExitCode, NotedfuError
 
@@ -189,13 +190,20 @@ class Bootloader:
 
     # -------------------------------------------------------- bytes
     def _write(self, data: bytes) -> None:
-        self.port.write(data)
+        try:
+            self.port.write(data)
+        except (OSError, serial.SerialException) as exc:
+            raise TargetError(f"writing to the bootloader failed: {exc}", code="E_TARGET_IO") from exc
         self.stats.sent += len(data)
 
     def _read(self, count: int, timeout: float, what: str) -> bytes:
-        if self.port.timeout != timeout:  # pyserial re-applies all termios settings on every change
-            self.port.timeout = timeout
-        data = self.port.read(count)
+        try:
+            if self.port.timeout != timeout:  # pyserial re-applies all termios settings on every change
+                self.port.timeout = timeout
+            data = self.port.read(count)
+        except (OSError, serial.SerialException) as exc:
+            # e.g. pyserial's "device reports readiness to read but returned no data", seen on ptys
+            raise TargetError(f"{what}: reading from the bootloader failed: {exc}", code="E_TARGET_IO") from exc
         self.stats.received += len(data)
         if len(data) != count:
             raise TargetError(f"{what}: no answer from the bootloader within {timeout:g} s "
@@ -222,14 +230,31 @@ class Bootloader:
 
     # -------------------------------------------------------- commands
     def sync(self, attempts: int = 5) -> None:
-        """Send 0x7F until the bootloader answers (ACK, or NACK if it was already synced)."""
+        """Send 0x7F until the bootloader answers (ACK, or NACK if it was already synced).
+
+        A host that died mid-command leaves the bootloader waiting for the rest
+        of a frame, and a 0x7F is then just one more byte of it. So when 0x7F
+        gets no answer, the frame is completed with 0xFF filler — a no-op if it
+        was a write, flash bits only clear — until the bootloader answers.
+        """
         for _ in range(attempts):
             self.port.reset_input_buffer()
             self._write(bytes([SYNC]))
-            self.port.timeout = self.timeouts.sync
-            reply = self.port.read(1)
+            try:
+                reply = self._read(1, self.timeouts.sync, "sync")
+            except TargetError:
+                reply = b""
             if reply in (bytes([ACK]), bytes([NACK])):
                 return
+            for _ in range(5):  # up to 320 filler bytes: more than any frame (258)
+                self._write(b"\xff" * 64)
+                try:
+                    answer = self._read(1, 0.2, "sync filler")
+                except TargetError:
+                    continue
+                if answer in (bytes([ACK]), bytes([NACK])):
+                    time.sleep(0.05)  # let the rest of the filler be NACKed, then start clean
+                    break
         raise TargetError(f"no answer to the bootloader sync (0x7F) after {attempts} tries: is BOOT0 high and "
                           "the target reset, the wiring TX↔RX, the port 8E1 (not the Pi's mini UART)?",
                           code="E_TARGET_NO_SYNC")

@@ -217,7 +217,7 @@ class Flasher:
 
     def _recover(self, exc: TargetError) -> None:
         """After a NACK or a lost answer: get back in step with the bootloader."""
-        if exc.code not in ("E_TARGET_NACK", "E_TARGET_TIMEOUT", "E_TARGET_PROTOCOL"):
+        if exc.code not in ("E_TARGET_NACK", "E_TARGET_TIMEOUT", "E_TARGET_PROTOCOL", "E_TARGET_IO"):
             raise exc
         self.resync()
 

@@ -1,0 +1,164 @@
+"""The agent's configuration: TOML, validated at load with errors naming the key.
+
+Example (``/etc/notedfu/notedfu.toml``)::
+
+    [notecard]
+    spec = "/dev/ttyACM0"
+
+    [target]
+    spec = "/dev/ttyAMA0"
+    boot0 = "gpiochip0:17"
+    reset = "gpiochip0:27"
+
+    [policy]
+    mode = "auto"                 # or "manual": wait for `notedfu approve`
+    allow_downgrade = false
+
+    [confirm]
+    console = "/dev/ttyUSB1"      # where the application prints its banner
+    pattern = "demo {version} booted"
+    timeout = 30
+
+    [agent]
+    state_dir = "/var/lib/notedfu"
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from notedfu.errors import UsageError
+
+DEFAULT_PATH = Path("/etc/notedfu/notedfu.toml")
+
+
+class ConfigError(UsageError):
+    """The configuration file is unusable."""
+
+    code = "E_CONFIG"
+
+
+@dataclass
+class NotecardConfig:
+    """``[notecard]``: how to reach the card."""
+
+    spec: str | None = None
+    baud: int | None = None
+    timeout: float = 30.0
+
+
+@dataclass
+class TargetConfig:
+    """``[target]``: the STM32 and its wiring."""
+
+    spec: str | None = None
+    baud: int | None = None
+    boot0: str | None = None
+    reset: str | None = None
+    enter: str | None = None
+    run: str | None = None
+    verify: str = "auto"
+    preserve: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PolicyConfig:
+    """``[policy]``: when an offered image may be installed."""
+
+    mode: str = "auto"
+    allow_downgrade: bool = False
+    outboard_dfu: str = "warn"  # or "disable": switch the card's Outboard DFU off
+
+
+@dataclass
+class ConfirmConfig:
+    """``[confirm]``: how to know the new firmware runs."""
+
+    console: str | None = None  # serial spec, or "qemu:FLASH_FILE" on the simulated rig
+    pattern: str = "{version}"
+    timeout: float = 30.0
+    baud: int = 115200
+
+
+@dataclass
+class AgentConfig:
+    """``[agent]``: the agent itself."""
+
+    state_dir: str | None = None
+    poll_interval: float = 60.0
+
+
+@dataclass
+class Config:
+    """The whole configuration."""
+
+    notecard: NotecardConfig = field(default_factory=NotecardConfig)
+    target: TargetConfig = field(default_factory=TargetConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    confirm: ConfirmConfig = field(default_factory=ConfirmConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+
+
+_CHOICES = {("policy", "mode"): ("auto", "manual"), ("policy", "outboard_dfu"): ("warn", "disable"),
+            ("target", "verify"): ("auto", "crc", "read", "none")}
+
+
+def _check(section: str, key: str, value: Any, default: Any) -> Any:
+    where = f"{section}.{key}"
+    kind = type(default) if default is not None else None
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key {where}: must be true or false, not {value!r}")
+    elif isinstance(default, float):
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+            raise ConfigError(f"config key {where}: must be a positive number, not {value!r}")
+        value = float(value)
+    elif isinstance(default, list):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"config key {where}: must be a list of strings")
+    elif kind is int or key == "baud":
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ConfigError(f"config key {where}: must be a positive integer, not {value!r}")
+    elif not isinstance(value, str):
+        raise ConfigError(f"config key {where}: must be a string, not {value!r}")
+    if (section, key) in _CHOICES and value not in _CHOICES[(section, key)]:
+        raise ConfigError(f"config key {where}: must be one of {', '.join(_CHOICES[(section, key)])}, not {value!r}")
+    return value
+
+
+def parse_config(data: dict[str, Any]) -> Config:
+    """Validate a parsed TOML document."""
+    config = Config()
+    for section, value in data.items():
+        if section not in {f.name for f in fields(Config)}:
+            raise ConfigError(f"config: unknown section [{section}] (known: "
+                              f"{', '.join(f.name for f in fields(Config))})")
+        if not isinstance(value, dict):
+            raise ConfigError(f"config: [{section}] must be a table")
+        part = getattr(config, section)
+        known = {f.name: f for f in fields(part)}
+        for key, item in value.items():
+            if key not in known:
+                raise ConfigError(f"config key {section}.{key}: unknown (known: {', '.join(known)})")
+            setattr(part, key, _check(section, key, item, getattr(part, key)))
+    return config
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Load ``path``; no path and no default file → defaults."""
+    if path is None:
+        if not DEFAULT_PATH.exists():
+            return Config()
+        path = DEFAULT_PATH
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config {path}: not valid TOML ({exc})") from exc
+    return parse_config(data)

@@ -1,0 +1,1 @@
+"""The agent: update jobs, policies, the orchestrator."""

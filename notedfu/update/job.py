@@ -1,0 +1,123 @@
+"""Update jobs: one per offered image, with states and stages, persisted atomically.
+
+States: ``idle`` → ``downloading`` → ``ready`` (waiting on policy) → ``processing``
+→ ``success`` | ``fail`` | ``unconfirmed``; or ``up_to_date``. Stages inside
+``processing`` (in order): check, enter_dfu, transfer, verify, exit_dfu,
+flash, boot, confirm, report — each ``pending | running | done | error |
+skipped``, errors with a stable ``code`` and a ``message``.
+
+Files under the state directory: ``jobs/<id>.json`` (every job),
+``jobs/current`` (the id of the job in progress) and ``installed.json`` (the
+version the target runs, as last confirmed).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from notedfu.events import STEPS
+from notedfu.notecard.staging import read_json, write_json_atomic
+
+TERMINAL = ("success", "fail", "unconfirmed", "up_to_date")
+
+
+@dataclass
+class Stage:
+    """One stage of a job."""
+
+    state: str = "pending"
+    code: str = ""
+    message: str = ""
+    started: float = 0.0
+    ended: float = 0.0
+
+
+@dataclass
+class Job:
+    """One offered image and what became of it."""
+
+    id: str
+    md5: str
+    length: int
+    version: str = ""
+    source: str = "NOTECARD"
+    name: str = ""
+    state: str = "processing"
+    stages: dict[str, Stage] = field(default_factory=lambda: {name: Stage() for name in STEPS})
+    error: dict[str, str] = field(default_factory=dict)
+    attempts: int = 0
+    created: float = field(default_factory=time.time)
+    updated: float = field(default_factory=time.time)
+
+    @classmethod
+    def new(cls, md5: str, length: int, **fields_: Any) -> "Job":
+        """A fresh job for an image."""
+        return cls(id=f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}", md5=md5, length=length, **fields_)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Job":
+        """Rebuild a job from its JSON."""
+        stages = {name: Stage(**value) for name, value in data.get("stages", {}).items()}
+        return cls(**{**data, "stages": {name: stages.get(name, Stage()) for name in STEPS}})
+
+    @property
+    def terminal(self) -> bool:
+        """Whether nothing more will happen to this job."""
+        return self.state in TERMINAL
+
+    def next_stage(self) -> str | None:
+        """The first stage not yet done or skipped."""
+        return next((n for n in STEPS if self.stages[n].state not in ("done", "skipped")), None)
+
+
+class JobStore:
+    """Jobs and the installed version, in the state directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.dir = Path(root) / "jobs"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.installed_path = Path(root) / "installed.json"
+
+    def save(self, job: Job) -> None:
+        """Write the job durably and make it current unless it is over."""
+        job.updated = time.time()
+        write_json_atomic(self.dir / f"{job.id}.json", asdict(job))
+        if job.terminal:
+            (self.dir / "current").unlink(missing_ok=True)
+        else:
+            write_json_atomic(self.dir / "current", {"id": job.id})
+
+    def current(self) -> Job | None:
+        """The job in progress, if any."""
+        pointer = read_json(self.dir / "current")
+        job_id = pointer.get("id") if pointer else None
+        if not isinstance(job_id, str) or "/" in job_id:
+            return None
+        data = read_json(self.dir / f"{job_id}.json")
+        try:
+            return Job.from_dict(data) if data else None
+        except TypeError:
+            return None
+
+    def latest(self) -> Job | None:
+        """The most recently updated job."""
+        jobs = []
+        for path in self.dir.glob("*.json"):
+            data = read_json(path)
+            try:
+                jobs.append(Job.from_dict(data)) if data else None
+            except TypeError:
+                continue
+        return max(jobs, key=lambda j: j.updated, default=None)
+
+    def installed(self) -> dict[str, Any]:
+        """``{"version": …, "md5": …}`` of what the target runs, as last confirmed."""
+        return read_json(self.installed_path) or {}
+
+    def set_installed(self, version: str, md5: str) -> None:
+        """Record what the target now runs."""
+        write_json_atomic(self.installed_path, {"version": version, "md5": md5, "time": time.time()})

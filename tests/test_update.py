@@ -1,0 +1,226 @@
+"""`notedfu update`: the full cycle over ptys, policies, terminal states, and the kill-point matrix."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from notedfu.config import ConfigError, load_config
+from notedfu.errors import ExitCode
+from notedfu.sim.cardport import CardPort
+from notedfu.sim.pty import PtyServer
+from notedfu.sim.stm32 import Stm32Sim
+from notedfu.target.qemu import qemu_available
+from notedfu.update.job import JobStore
+
+FIRMWARE = Path(__file__).resolve().parent.parent / "firmware" / "prebuilt"
+needs_qemu = pytest.mark.skipif(not qemu_available(), reason="qemu-system-arm is not installed")
+
+
+def padded(version: str, size: int = 0) -> bytes:
+    """A demo image, padded after its end (never executed) to make transfers and flashes take a while."""
+    image = (FIRMWARE / f"demo-{version}.bin").read_bytes()
+    return image + bytes((i * 7 + 3) & 0xFF for i in range(max(0, size - len(image))))
+
+
+class Rig:
+    """A simulated Notecard and an emulated STM32 on ptys, in this process so tests can look inside."""
+
+    def __init__(self, tmp: Path, sim, offered: bytes, installed: bytes, **card_opts) -> None:
+        self.card, _ = sim(image_bytes=offered, mode="continuous", latency="0.01", per_kib="0.005", **card_opts)
+        self.flash_file = tmp / "flash.bin"
+        self.flash_file.write_bytes(installed + b"\xff" * (128 * 1024 - len(installed)))
+        self.chip = Stm32Sim(0x420, "v3crc", flash_file=self.flash_file, time_scale=0.1)
+        self.servers = [PtyServer(CardPort(self.card, self.card.link)).start(), PtyServer(self.chip).start()]
+        self.state = tmp / "state"
+        self.offered = offered
+
+    def args(self, *extra: str) -> list[str]:
+        return [sys.executable, "-m", "notedfu", "update", "--notecard", self.servers[0].path, "--target",
+                self.servers[1].path, "--state-dir", str(self.state), "--json", *extra]
+
+    def update(self, *extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run(self.args(*extra), capture_output=True, text=True, timeout=120)
+
+    def close(self) -> None:
+        for server in self.servers:
+            server.stop()
+        self.chip.close()
+
+
+@pytest.fixture
+def rig(tmp_path, sim):
+    made: list[Rig] = []
+
+    def make(offered: bytes | None = None, installed: bytes | None = None, **card_opts) -> Rig:
+        made.append(Rig(tmp_path, sim, padded("1.1.0") if offered is None else offered,
+                        padded("1.0.0") if installed is None else installed, **card_opts))
+        return made[-1]
+
+    yield make
+    for r in made:
+        r.close()
+
+
+def events(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+
+
+@needs_qemu
+def test_full_cycle_flashes_confirms_reports_and_hands_the_card_back(rig):
+    r = rig()
+    done = r.update("--console", f"qemu:{r.flash_file}", "--pattern", "notedfu-demo {version} booted")
+    assert done.returncode == 0, done.stderr
+    assert r.flash_file.read_bytes().startswith(r.offered)
+    assert r.card.hub_mode == "continuous"
+    assert {"stop": True, "status": "firmware 1.1.0 installed"} in r.card.reports
+    assert r.card.host_version == "1.1.0"
+    job = JobStore(r.state).latest()
+    assert job.state == "success" and all(s.state == "done" for s in job.stages.values())
+    steps = [e["step"] for e in events(done.stdout) if e["type"] == "step"]
+    assert steps.index("transfer") < steps.index("flash") < steps.index("boot") < steps.index("confirm") \
+        < steps.index("report")
+
+
+def test_no_console_skips_confirmation_and_says_so(rig):
+    r = rig()
+    done = r.update()
+    assert done.returncode == 0, done.stderr
+    assert "boot confirmation skipped" in done.stdout
+    assert JobStore(r.state).latest().stages["confirm"].state == "skipped"
+    assert r.chip.app_starts == 1  # started by Go: no reset line on a pty
+
+
+@needs_qemu
+def test_firmware_that_never_prints_its_banner_is_unconfirmed(rig):
+    r = rig()
+    done = r.update("--console", f"qemu:{r.flash_file}", "--pattern", "this never appears", "--confirm-timeout", "2")
+    assert done.returncode == ExitCode.UNCONFIRMED, done.stderr
+    assert "E_UNCONFIRMED" in done.stderr
+    job = JobStore(r.state).latest()
+    assert job.state == "unconfirmed" and job.error["stage"] == "confirm"
+    assert any(rep.get("err", "").startswith("E_UNCONFIRMED") for rep in r.card.reports)
+    assert r.card.hub_mode == "continuous"
+
+
+def test_same_version_is_up_to_date_and_lower_is_refused(rig):
+    r = rig()
+    assert r.update().returncode == 0
+    r.card.stage(padded("1.1.0"), "demo.bin")
+    again = r.update()
+    assert again.returncode == ExitCode.UP_TO_DATE
+    assert JobStore(r.state).latest().state == "up_to_date"
+    writes = r.chip.writes
+    r.card.stage(padded("1.0.0"), "old.bin")
+    down = r.update()
+    assert down.returncode == ExitCode.FAILURE and "E_DOWNGRADE" in down.stderr
+    assert r.chip.writes == writes  # refused before the target was touched
+    assert any("E_DOWNGRADE" in rep.get("err", "") for rep in r.card.reports)
+    r.card.stage(padded("1.1.0"), "demo.bin")
+    r.chip.power_on_reset()  # no reset line on a pty: press the board's reset (BOOT0 strapped high)
+    forced = r.update("--force")
+    assert forced.returncode == 0 and r.chip.writes > writes
+
+
+def test_target_not_answering_fails_cleanly_with_the_image_kept(rig):
+    r = rig()
+    r.chip.running_app = True  # the application runs and ignores the bootloader, no reset line
+    done = r.update()
+    assert done.returncode == ExitCode.TARGET and "E_TARGET_NO_SYNC" in done.stderr
+    job = JobStore(r.state).latest()
+    assert job.state == "fail" and job.error["stage"] == "flash"
+    assert (r.state / "staging" / f"{job.md5}.bin").read_bytes() == r.offered
+    assert r.card.hub_mode == "continuous"
+
+
+def test_nothing_offered(rig):
+    r = rig()
+    r.card.image, r.card.dfu_state = None, "idle"
+    assert r.update().returncode == ExitCode.NOT_READY
+
+
+def test_config_errors_name_the_key(tmp_path):
+    bad = tmp_path / "bad.toml"
+    for text, needle in (("[policy]\nmode = 'sometimes'\n", "policy.mode"), ("[nope]\n", "[nope]"),
+                         ("[confirm]\ntimeout = -1\n", "confirm.timeout"), ("[target]\nspek = 'x'\n", "target.spek"),
+                         ("not toml", "not valid TOML")):
+        bad.write_text(text)
+        with pytest.raises(ConfigError) as info:
+            load_config(bad)
+        assert needle in info.value.message
+    good = tmp_path / "good.toml"
+    good.write_text("[policy]\nmode = 'manual'\nallow_downgrade = true\n[confirm]\ntimeout = 5\n")
+    config = load_config(good)
+    assert config.policy.mode == "manual" and config.confirm.timeout == 5.0
+
+
+# ------------------------------------------------------------------ the kill-point matrix
+Predicate = Callable[[dict], bool]
+
+
+def at_step(step: str, **fields) -> Predicate:
+    return lambda e: e["type"] == "step" and e["step"] == step and all(e.get(k) == v for k, v in fields.items())
+
+
+def at_progress(step: str, percent: float, phase: str | None = None) -> Predicate:
+    return lambda e: (e["type"] == "step" and e["step"] == step and (phase is None or e.get("phase") == phase)
+                      and (e.get("percent") or 0) >= percent)
+
+
+KILL_POINTS: dict[str, Predicate] = {
+    "start": lambda e: e["type"] == "status" and e["status"] == "START",
+    "check": at_step("check", name="checking the offered image and the card"),
+    "check-card": at_step("check", name="checking the Notecard"),
+    "enter_dfu": at_step("enter_dfu"),
+    "transfer-0": at_progress("transfer", 0),
+    "transfer-25": at_progress("transfer", 25),
+    "transfer-50": at_progress("transfer", 50),
+    "transfer-90": at_progress("transfer", 90),
+    "verify": at_step("verify"),
+    "exit_dfu": at_step("exit_dfu"),
+    "flash": at_step("flash", name="flashing the target"),
+    "flash-erase": at_progress("flash", 0, "erase"),
+    "flash-write-10": at_progress("flash", 10, "write"),
+    "flash-write-50": at_progress("flash", 50, "write"),
+    "flash-write-90": at_progress("flash", 90, "write"),
+    "flash-verify": at_progress("flash", 0, "verify"),
+    "flash-done": lambda e: e["type"] == "step" and e["step"] == "flash" and e.get("state") == "done",
+    "boot": at_step("boot"),
+    "confirm": lambda e: e["type"] == "step" and e["step"] == "confirm",
+    "report": at_step("report"),
+    "success": lambda e: e["type"] == "status" and e["status"] == "SUCCESS",
+}
+
+
+@needs_qemu
+@pytest.mark.parametrize("point", list(KILL_POINTS))
+def test_sigkill_at_every_point_then_restart_ends_in_success(rig, point):
+    r = rig(offered=padded("1.1.0", 40 * 1024))
+    console = ("--console", f"qemu:{r.flash_file}", "--pattern", "notedfu-demo {version} booted")
+    proc = subprocess.Popen(r.args(*console), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    killed = False
+    for line in proc.stdout:
+        if line.startswith("{") and KILL_POINTS[point](json.loads(line)):
+            os.kill(proc.pid, signal.SIGKILL)
+            killed = True
+            break
+    proc.wait(timeout=60)
+    assert killed, f"the run never reached {point}"
+    flash = r.flash_file.read_bytes()
+    # Whatever the moment: the flash holds the old image, the new one, or no bootable vector table.
+    assert flash.startswith(padded("1.0.0")) or flash.startswith(r.offered) or flash[:8] == b"\xff" * 8
+    done = r.update(*console)
+    job = JobStore(r.state).latest()
+    assert job.state == "success", (point, done.returncode, done.stderr, job.error)
+    assert r.flash_file.read_bytes().startswith(r.offered)
+    assert r.card.hub_mode == "continuous"
+    assert r.card.host_version == "1.1.0"
+    assert not (r.state / "card-mode.json").exists()
