@@ -21,6 +21,7 @@ from notedfu import __version__
 from notedfu.errors import ExitCode, Interrupted, NotedfuError, UsageError
 from notedfu.events import Events, RichProgress, json_lines_sink
 from notedfu.target import cli as target_cli
+from notedfu.update import cli as update_cli
 
 
 def _add_notecard_options(parser: argparse.ArgumentParser) -> None:
@@ -43,8 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    status = sub.add_parser("status", help="the Notecard's DFU state, the image it holds, what is staged")
+    status = sub.add_parser("status", help="the daemon's job and state if one runs; else the Notecard's DFU state, "
+                                           "the image it holds, what is staged")
     _add_notecard_options(status)
+    update_cli.add_socket_option(status)
     status.add_argument("--json", action="store_true", help="print one JSON object")
     status.set_defaults(run=cmd_status)
 
@@ -90,20 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     target_cli.add_sim_parser(sim_sub)
     target_cli.add_parsers(sub)
 
-    update = sub.add_parser("update", help="one full update cycle in the foreground: fetch, flash, boot, confirm, "
-                                           "report")
-    update.add_argument("--config", type=Path, metavar="FILE", help="TOML config (default /etc/notedfu/notedfu.toml)")
-    _add_notecard_options(update)
-    update.add_argument("--target", metavar="SPEC", help="the target (overrides [target] spec)")
-    update.add_argument("--boot0", metavar="LINE", help="where BOOT0 is wired (overrides [target] boot0)")
-    update.add_argument("--reset", metavar="LINE", help="where NRST is wired (overrides [target] reset)")
-    update.add_argument("--console", metavar="SPEC", help="console to confirm the boot on: a serial spec or "
-                                                           "qemu:FLASH_FILE (overrides [confirm] console)")
-    update.add_argument("--pattern", help="what the new firmware prints; {version} is filled in")
-    update.add_argument("--confirm-timeout", type=float, metavar="S", help="seconds to wait for the pattern")
-    update.add_argument("--force", action="store_true", help="install even if that version is already installed")
-    update.add_argument("--json", action="store_true", help="JSON-lines events on stdout")
-    update.set_defaults(run=cmd_update)
+    update_cli.add_parsers(sub, _add_notecard_options)
 
     bench = sub.add_parser("bench", help="benchmarks on the simulators")
     bench_sub = bench.add_subparsers(dest="what", metavar="WHAT")
@@ -148,11 +138,19 @@ def _staging(args: argparse.Namespace):
 
 
 def _copy_atomic(source: Path, dest: Path) -> None:
+    write_atomic(dest, source)
+
+
+def write_atomic(dest: Path, content: Path | bytes) -> None:
+    """Replace ``dest`` with a file's copy or with bytes, so that readers see the old or the new file."""
     dest = dest.resolve()
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        shutil.copyfile(source, tmp)
+        if isinstance(content, bytes):
+            Path(tmp).write_bytes(content)
+        else:
+            shutil.copyfile(content, tmp)
         os.replace(tmp, dest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -161,8 +159,11 @@ def _copy_atomic(source: Path, dest: Path) -> None:
 
 # ------------------------------------------------------------------ commands
 def cmd_status(args: argparse.Namespace) -> int:
-    """``notedfu status``."""
+    """``notedfu status``: the daemon's view when one runs (and no --notecard is given), else the card's."""
     from filelock import Timeout
+
+    if args.notecard is None and (answer := update_cli.daemon_status(args)) is not None:
+        return answer
 
     from notedfu.notecard.dfu import Downloader, ImageInfo
 
@@ -285,44 +286,6 @@ def cmd_sim_notecard(args: argparse.Namespace) -> int:
     finally:
         server.stop()
     return ExitCode.OK
-
-
-def cmd_update(args: argparse.Namespace) -> int:
-    """``notedfu update``: exit 0 success, 9 unconfirmed, 10 up to date, 11 awaiting approval,
-    4 nothing offered, or the failure's own code."""
-    from notedfu.config import load_config
-    from notedfu.update.agent import Updater
-
-    config = load_config(args.config)
-    for section, key, value in (("notecard", "spec", args.notecard), ("notecard", "baud", args.baud),
-                                ("agent", "state_dir", str(args.state_dir) if args.state_dir else None),
-                                ("target", "spec", args.target), ("target", "boot0", args.boot0),
-                                ("target", "reset", args.reset), ("confirm", "console", args.console),
-                                ("confirm", "pattern", args.pattern), ("confirm", "timeout", args.confirm_timeout)):
-        if value is not None:
-            setattr(getattr(config, section), key, value)
-    config.notecard.timeout = args.timeout if args.timeout != 30.0 else config.notecard.timeout
-    events, close = events_for(args)
-    try:
-        outcome = Updater(config, events, force=args.force).run()
-    finally:
-        close()
-    if not args.json:
-        job = outcome.job
-        print(f"{outcome.state}" + (f": job {job.id}, image {job.md5}" + (f" version {job.version}" if job.version
-                                    else "") if job else "") + (f" — {outcome.detail}" if outcome.detail else ""))
-    codes = {"success": ExitCode.OK, "up_to_date": ExitCode.UP_TO_DATE, "ready": ExitCode.AWAITING_APPROVAL,
-             "idle": ExitCode.NOT_READY, "downloading": ExitCode.NOT_READY}
-    return int(codes[outcome.state]) if outcome.state in codes else _failure_code(outcome)
-
-
-def _failure_code(outcome: Any) -> int:
-    """Exit code of a failed or unconfirmed update, with its one-line error on stderr."""
-    error = (outcome.job.error if outcome.job else {}) or {}
-    print(f"notedfu: {error.get('code', 'E_UPDATE')}: {error.get('message', outcome.detail)}", file=sys.stderr)
-    if outcome.state == "unconfirmed":
-        return int(ExitCode.UNCONFIRMED)
-    return outcome.exit_code or int(ExitCode.FAILURE)
 
 
 def cmd_bench_download(args: argparse.Namespace) -> int:

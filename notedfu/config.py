@@ -13,6 +13,7 @@ Example (``/etc/notedfu/notedfu.toml``)::
     [policy]
     mode = "auto"                 # or "manual": wait for `notedfu approve`
     allow_downgrade = false
+    public_key = "…"              # `notedfu keygen` prints it; unsigned images are refused
 
     [confirm]
     console = "/dev/ttyUSB1"      # where the application prints its banner
@@ -21,6 +22,9 @@ Example (``/etc/notedfu/notedfu.toml``)::
 
     [agent]
     state_dir = "/var/lib/notedfu"
+    poll_interval = 60            # seconds between dfu.status polls of `notedfu run`
+    socket = "/run/notedfu/notedfu.sock"
+    events_file = "/var/log/notedfu/events.jsonl"
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ class NotecardConfig:
     spec: str | None = None
     baud: int | None = None
     timeout: float = 30.0
+    ready_timeout: float = 120.0  # how long DFU mode may take to become active
 
 
 @dataclass
@@ -71,6 +76,7 @@ class PolicyConfig:
     mode: str = "auto"
     allow_downgrade: bool = False
     outboard_dfu: str = "warn"  # or "disable": switch the card's Outboard DFU off
+    public_key: str | None = None  # base64 Ed25519 key: only images it signed are flashed
 
 
 @dataclass
@@ -89,6 +95,8 @@ class AgentConfig:
 
     state_dir: str | None = None
     poll_interval: float = 60.0
+    socket: str = "/run/notedfu/notedfu.sock"  # the control socket of `notedfu run`
+    events_file: str | None = None  # also append every event here, one JSON line each
 
 
 @dataclass
@@ -144,6 +152,10 @@ def parse_config(data: dict[str, Any]) -> Config:
             if key not in known:
                 raise ConfigError(f"config key {section}.{key}: unknown (known: {', '.join(known)})")
             setattr(part, key, _check(section, key, item, getattr(part, key)))
+    if config.policy.public_key is not None:
+        from notedfu.update.signature import public_key_from_text
+
+        public_key_from_text(config.policy.public_key)  # raises E_CONFIG naming the key
     return config
 
 

@@ -24,6 +24,9 @@ class ExitCode(IntEnum):
     UNCONFIRMED = 9  # flashed, but the new firmware did not prove it booted (notedfu update)
     UP_TO_DATE = 10  # the offered image is already installed (notedfu update)
     AWAITING_APPROVAL = 11  # manual policy: the image waits for `notedfu approve` (notedfu update)
+    CANCELLED = 12  # `notedfu cancel` stopped the job before the target was touched
+    SIGNATURE = 13  # a public key is configured and the image is unsigned or badly signed
+    NO_DAEMON = 14  # `notedfu status/approve/cancel/events/install`: no daemon on the socket
     INTERRUPTED = 130  # Ctrl-C / SIGTERM; everything was put back first
 
 

@@ -94,3 +94,52 @@ class RichProgress:
         """Stop the live display."""
         if self.tasks:
             self.progress.stop()
+
+
+def file_sink(path: str) -> Sink:
+    """Append each event to ``path`` as one JSON line (line-buffered: a crash loses nothing written)."""
+    stream = open(path, "a", buffering=1)  # noqa: SIM115 - open for the life of the agent
+    return json_lines_sink(stream)
+
+
+_PRIORITY = {"error": 3, "warning": 4, "info": 6}
+
+
+class LogSink:
+    """Human lines for a log: one per stage, per 10 % of progress, per message and status.
+
+    Under systemd (``$JOURNAL_STREAM`` set) each line starts with its syslog
+    priority (``<4>``), which journald reads as the entry's level.
+    """
+
+    def __init__(self, stream: IO[str] = sys.stderr, journald: bool | None = None) -> None:
+        import os
+
+        self.stream = stream
+        self.journald = bool(os.environ.get("JOURNAL_STREAM")) if journald is None else journald
+        self._last: tuple[str, int] = ("", -1)
+
+    def _line(self, text: str, level: str = "info") -> None:
+        prefix = f"<{_PRIORITY.get(level, 6)}>" if self.journald else ""
+        self.stream.write(f"{prefix}{text}\n")
+        self.stream.flush()
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        """Render one event, if it is worth a line."""
+        if event["type"] == "message":
+            self._line(event["text"], event["level"])
+        elif event["type"] == "status":
+            extra = " ".join(f"{k}={v}" for k, v in event.items() if k not in ("type", "time", "status", "source"))
+            self._line(f"{event['status']} ({event['source']}) {extra}".rstrip(),
+                       "error" if event["status"] == "FAILURE" else "info")
+        elif event["type"] == "step":
+            percent = event.get("percent")
+            bucket = -1 if percent is None else int(percent // 10)
+            key = (f"{event['step']}:{event['name']}", bucket)
+            if key == self._last:
+                return
+            self._last = key
+            progress = "" if percent is None else f" {percent:.0f}%"
+            if event.get("rate"):
+                progress += f" ({event['rate'] / 1024:.1f} KiB/s)"
+            self._line(f"[{event['number']}/{len(STEPS)}] {event['step']}: {event['name']}{progress}")

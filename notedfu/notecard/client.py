@@ -46,6 +46,15 @@ class CardClient:
     def __init__(self, card: Any) -> None:
         self.card = card
 
+    def close(self) -> None:
+        """Release the serial port or I2C bus (note-python has no close of its own)."""
+        port = getattr(self.card, "uart", None)
+        if port is None:
+            port = getattr(getattr(self.card, "i2c", None), "bus", None)
+        close = getattr(port, "close", None)
+        if callable(close):
+            close()
+
     def request(self, req: dict[str, Any]) -> dict[str, Any]:
         """Send ``req``; return the answer; raise if the card said ``err``."""
         name = str(req.get("req", "?"))

@@ -27,6 +27,7 @@ from typing import Any
 
 from filelock import FileLock
 
+from notedfu.checksums import crc32, md5_hex
 from notedfu.errors import NotedfuError
 
 _MD5 = re.compile(r"^[0-9a-f]{32}$")
@@ -176,6 +177,21 @@ class Staging:
         journal.verified = journal.length
         self.save(journal)
         return final
+
+    def stage_bytes(self, data: bytes, source: str = "") -> Journal:
+        """Stage a whole image that came from elsewhere (a local file, the control socket)."""
+        md5 = md5_hex(data)
+        part, _, final = self.paths(md5)
+        with open(part, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(part, final)
+        fsync_dir(self.dir)
+        journal = Journal(md5=md5, length=len(data), crc32=crc32(data), verified=len(data), source=source,
+                          complete=True)
+        self.save(journal)
+        return journal
 
     def discard(self, md5: str) -> None:
         """Forget an image (it failed whole-image verification)."""

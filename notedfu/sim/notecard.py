@@ -22,6 +22,7 @@ from typing import Any
 
 from notedfu.checksums import crc32, md5_hex
 from notedfu.cobs import cobs_encode
+from notedfu.target.image import firmware_info
 from notedfu.sim.faults import DATA_FAULTS, Fault, parse_faults
 from notedfu.sim.timing import PROFILES, LinkProfile, profile
 
@@ -153,7 +154,7 @@ class NotecardSim:
         self.image = bytes(image)
         self.served = bytearray(len(image))
         self.meta = {
-            "crc32": crc32(image), "created": created, "info": _firmware_info(image),
+            "crc32": crc32(image), "created": created, "info": firmware_info(image),
             "length": len(image), "md5": md5_hex(image), "modified": created, "name": stamped,
             "notes": "staged by the notedfu simulator", "source": name, "type": "firmware",
         }
@@ -429,16 +430,3 @@ def card_from_options(opts: dict[str, str | list[str]]) -> NotecardSim:
     link = profile(name[-1] if isinstance(name, list) else name).with_overrides(
         request_latency=one("latency"), read_seconds_per_kib=one("per_kib"), bits_per_second=one("rate"))
     return NotecardSim(SimConfig.from_options(opts), link)
-
-
-def _firmware_info(image: bytes) -> dict:
-    """The ``firmware::info:{…}`` JSON embedded in an image, as Notehub reads it."""
-    marker = image.find(b"firmware::info:")
-    if marker < 0:
-        return {}
-    start = marker + len(b"firmware::info:")
-    end = image.find(b"}", start)
-    try:
-        return json.loads(image[start:end + 1])
-    except ValueError:
-        return {}

@@ -35,6 +35,7 @@ STM32_FAULTS = {
     "reset": "the chip resets during the N-th block: nothing written, sync needed",
     "power": "power lost during the N-th block: half of it written, sync needed",
     "wprot": "page N is write-protected: writes are ACKed and do nothing",
+    "nogo": "NACK the N-th Go command (the application is not started)",
 }
 RAM_BASE, RAM_SIZE = 0x20000000, 8 * 1024
 SYSTEM_BASE, SYSTEM_SIZE = 0x1FF00000, 0x100000  # system memory and option bytes: read as 0xFF
@@ -89,6 +90,7 @@ class Stm32Sim(PacedOutputMixin):
         self._hold_reset = False
         self.running_app = False
         self.app_starts = 0
+        self.go_commands = 0
         self.synced = False
         self.writes = 0
         self.write_log: list[int] = []  # addresses of completed Write Memory commands, in order
@@ -270,6 +272,10 @@ class Stm32Sim(PacedOutputMixin):
     def _go(self):
         address = yield from self._address()
         if address is None:
+            return
+        self.go_commands += 1
+        if self._fault("nogo", self.go_commands):
+            self._send(bytes([NACK]))
             return
         self._send(bytes([ACK]))
         self.running_app = True

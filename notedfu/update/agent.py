@@ -13,6 +13,7 @@ are repeated. The Notecard is handed back on every path by the downloader.
 from __future__ import annotations
 
 import re
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Any
 from filelock import Timeout
 
 from notedfu.config import Config
-from notedfu.errors import NotedfuError
+from notedfu.errors import ExitCode, Interrupted, NotedfuError
 from notedfu.events import STEPS, Events
 from notedfu.notecard.client import CardClient, CardRequestError
 from notedfu.notecard.dfu import Downloader, FetchOptions, ImageInfo
@@ -29,10 +30,11 @@ from notedfu.notecard.link import open_notecard
 from notedfu.notecard.staging import Staging, default_state_dir
 from notedfu.target.chips import FLASH_BASE
 from notedfu.target.flasher import FlashOptions
-from notedfu.target.image import Segment
+from notedfu.target.image import Segment, firmware_info
 from notedfu.target.lines import ENTER_BOOTLOADER, RUN_APPLICATION
 from notedfu.target.session import TargetOptions, TargetSession
 from notedfu.update.job import Job, JobStore
+from notedfu.update.signature import public_key_from_text, split_signed, verified_payload
 
 _VERSION = re.compile(r"^\s*v?(\d+)\.(\d+)(?:\.(\d+))?")
 
@@ -57,6 +59,27 @@ class Outcome:
     exit_code: int = 0
 
 
+@dataclass(frozen=True)
+class LocalImage:
+    """An image handed to the agent directly instead of offered by the Notecard."""
+
+    data: bytes
+    source: str = "LOCAL"  # LOCAL (a file) or IPC (streamed over the control socket)
+
+
+class Cancelled(NotedfuError):
+    """``notedfu cancel`` stopped the job before the target was touched."""
+
+    code = "E_CANCELLED"
+    exit_code = ExitCode.CANCELLED
+
+
+DOWNLOAD_STAGES = ("enter_dfu", "transfer", "verify", "exit_dfu")
+
+# Stages a cancel may still stop: after the flash has begun, stopping would leave the target without firmware.
+CANCELLABLE = ("check", "enter_dfu", "transfer", "verify", "exit_dfu", "flash")
+
+
 class StageFailed(NotedfuError):
     """A stage failed; carries the stage name."""
 
@@ -77,26 +100,58 @@ class Updater:
         root = Path(state_dir or config.agent.state_dir or default_state_dir())
         self.staging = Staging(root)
         self.store = JobStore(root)
+        self.public_key = public_key_from_text(config.policy.public_key) if config.policy.public_key else None
         self.client: CardClient | None = None
         self.resumed = False
+        self.job: Job | None = None  # the job being processed, for status answers
+        self.cancel_requested = threading.Event()
+        self.flashing = False  # the flash has begun: too late to cancel
+        self.stop_requested = threading.Event()  # stop at the next stage boundary (SIGTERM during a flash)
+        self.continuing = False  # this run continues a job an earlier run left unfinished
+        self._download_step = ""  # the downloader's latest step: which stage a download failure belongs to
+        self.events.sinks.append(self._watch)
 
     # ------------------------------------------------------------ cycle
-    def run(self) -> Outcome:
+    def run(self, local: LocalImage | None = None) -> Outcome:
         """One cycle; refuses at once if another agent holds the state directory."""
         try:
             with self.staging.lock.acquire(timeout=0):
-                return self._run()
+                self.flashing = self.continuing = False
+                try:
+                    return self._run(local)
+                finally:
+                    self._close_card()
+                    self.job = None
         except Timeout:
             raise NotedfuError(f"another notedfu is using {self.staging.root}", code="E_BUSY") from None
 
-    def _run(self) -> Outcome:
+    def _open_card(self, required: bool = True) -> None:
         nc = self.config.notecard
+        if not required and not nc.spec:
+            return
         self.client = CardClient(open_notecard(nc.spec, baud=nc.baud, timeout=nc.timeout))
-        self.downloader = Downloader(self.client, self.staging, self.events, FetchOptions())
+        self.downloader = Downloader(self.client, self.staging, self.events,
+                                     FetchOptions(ready_timeout=nc.ready_timeout))
+
+    def _close_card(self) -> None:
+        if self.client is not None:
+            client, self.client = self.client, None
+            client.close()
+
+    def _run(self, local: LocalImage | None) -> Outcome:
         job = self.store.current()
+        self._open_card(required=local is None and (job is None or job.source == "NOTECARD"))
         if job is not None:
+            if local is not None:
+                self.events.message("an interrupted job is finished first; install the image again after it",
+                                    "warning")
             self.events.message(f"continuing job {job.id} at stage {job.next_stage()}")
+            self.continuing = True
+            if job.next_stage() == "confirm":
+                job.stages["boot"].state = "pending"  # start it again, so that it prints its banner again
             return self._process(job)
+        if local is not None:
+            return self._start_local(local)
         self.downloader.repair_card_mode()
         status = self.downloader.dfu_status()
         mode = status.get("mode")
@@ -104,40 +159,60 @@ class Updater:
             self.events.status("IDLE", state="downloading", detail=str(status.get("status", "")))
             return Outcome("downloading", detail=str(status.get("status", "")))
         if mode != "ready":
+            self.store.clear_pending()
             self.events.status("IDLE", state="idle")
             return Outcome("idle", detail=str(mode))
         image = ImageInfo.from_body(status.get("body"))
         job = Job.new(image.md5, image.length, version=image.version, name=image.source)
-        verdict = self._version_verdict(image)
+        verdict = self._version_verdict(job.version)
         if verdict == "up_to_date":
-            job.state = "up_to_date"
-            for name in STEPS:
-                job.stages[name].state = "skipped"
-            self._report(job, ok=True, text=f"already running {image.version}")
-            self.store.save(job)
-            self.events.status("SUCCESS", state="up_to_date", job=job.id, version=image.version)
-            return Outcome("up_to_date", job)
-        if self.config.policy.mode == "manual" and not self._approved(image.md5):
+            return self._up_to_date(job)
+        if self.config.policy.mode == "manual" and not self.store.take_approval(image.md5):
+            self.store.set_pending(image.md5, image.version, image.length)
             self.events.status("IDLE", state="ready", md5=image.md5, version=image.version,
-                               detail="waiting for `notedfu approve`")
+                               detail=f"waiting for `notedfu approve {image.md5}`")
             return Outcome("ready", None, f"image {image.md5} ({image.version or 'no version'}) awaits approval")
+        self.store.clear_pending()
         self.store.save(job)
         return self._process(job, verdict)
 
-    def _version_verdict(self, image: ImageInfo) -> str:
+    def _start_local(self, local: LocalImage) -> Outcome:
+        """A job for an image given directly: the Notecard's download stages are skipped."""
+        journal = self.staging.stage_bytes(local.data, source=local.source)
+        version = firmware_info(split_signed(local.data)[0]).get("version")
+        job = Job.new(journal.md5, journal.length, version=version if isinstance(version, str) else "",
+                      source=local.source)
+        for name in ("enter_dfu", "transfer", "exit_dfu"):
+            job.stages[name].state = "skipped"
+        verdict = self._version_verdict(job.version)
+        if verdict == "up_to_date":
+            return self._up_to_date(job)
+        self.store.save(job)
+        return self._process(job, verdict)
+
+    def _up_to_date(self, job: Job) -> Outcome:
+        job.state = "up_to_date"
+        for name in STEPS:
+            job.stages[name].state = "skipped"
+        if job.source == "NOTECARD":
+            self._report_stop(job, ok=True, text=f"already running {job.version}")
+        self.store.clear_pending()
+        self.store.save(job)
+        self.events.status("SUCCESS", state="up_to_date", job=job.id, version=job.version)
+        return Outcome("up_to_date", job)
+
+    def _version_verdict(self, version: str) -> str:
         installed = self.store.installed().get("version", "")
-        order = compare_versions(image.version, installed) if installed else None
+        order = compare_versions(version, installed) if installed else None
         if order == 0 and not self.force:
             return "up_to_date"
         if order == -1 and not self.config.policy.allow_downgrade:
             return "downgrade"
         return "install"
 
-    def _approved(self, md5: str) -> bool:
-        return (self.staging.root / "approved" / md5).exists()
-
     # ------------------------------------------------------------ stages
     def _process(self, job: Job, verdict: str = "install") -> Outcome:
+        self.job = job
         job.attempts += 1
         self.events.status("START", job=job.id, md5=job.md5, version=job.version)
         try:
@@ -148,20 +223,29 @@ class Updater:
                     "(set policy.allow_downgrade to install it)", code="E_DOWNGRADE"))
             stage = job.next_stage()
             while stage is not None:
+                if self.stop_requested.is_set():
+                    raise Interrupted(f"stopped before stage {stage}; the next start continues job {job.id}")
                 self._stage(job, stage)
                 stage = job.next_stage()
         except StageFailed as failure:
+            if failure.stage == "report":
+                return self._report_pending(job, failure)
             return self._fail(job, failure)
         return Outcome(job.state, job)
 
     def _stage(self, job: Job, name: str) -> None:
         stage = job.stages[name]
-        self.resumed = stage.state == "running"  # an earlier run died inside this stage
-        stage.state, stage.started = "running", time.time()
-        self.store.save(job)
+        self.resumed = self.continuing  # an earlier run died inside this job
+        self._download_step = ""
         try:
+            if self.cancel_requested.is_set() and name in CANCELLABLE and not self.flashing:
+                raise Cancelled("cancelled on request before the target was touched")
+            stage.state, stage.started = "running", time.time()
+            self.store.save(job)
             result = getattr(self, f"_stage_{name}")(job)
         except NotedfuError as exc:
+            name = self._blame(job, name)
+            stage = job.stages[name]
             stage.state, stage.code, stage.message, stage.ended = "error", exc.code, exc.message, time.time()
             self.store.save(job)
             raise StageFailed(name, exc) from exc
@@ -169,8 +253,32 @@ class Updater:
         stage.ended = time.time()
         self.store.save(job)
 
+    def _blame(self, job: Job, name: str) -> str:
+        """The stage a failure belongs to: one download call covers enter_dfu … exit_dfu."""
+        if name not in DOWNLOAD_STAGES or self._download_step not in DOWNLOAD_STAGES:
+            return name
+        failed = self._download_step
+        for earlier in DOWNLOAD_STAGES[DOWNLOAD_STAGES.index(name):DOWNLOAD_STAGES.index(failed)]:
+            job.stages[earlier].state = "done"
+        return failed
+
+    def _watch(self, event: dict[str, Any]) -> None:
+        """An events sink: notes the downloader's stage, and stops the download when a cancel is pending.
+
+        It raises only on step events emitted inside the downloader's ``try``
+        (never on ``exit_dfu``), so the card is always handed back.
+        """
+        if event["type"] == "step" and event["step"] in ("enter_dfu", "transfer", "verify"):
+            self._download_step = event["step"]
+        if (self.cancel_requested.is_set() and not self.flashing and event["type"] == "step"
+                and event["step"] in ("enter_dfu", "transfer", "verify")):
+            self.cancel_requested.clear()
+            raise Cancelled("cancelled on request before the target was touched")
+
     def _stage_check(self, job: Job) -> None:
         self.events.step("check", "checking the offered image and the card")
+        if self.client is None:
+            return
         try:
             outboard = self.client.request({"req": "card.dfu"})
         except CardRequestError:
@@ -184,11 +292,11 @@ class Updater:
                                     "(set policy.outboard_dfu = \"disable\")", "warning")
 
     def _download(self, job: Job) -> None:
-        """enter_dfu … exit_dfu in one go: the downloader owns the card's mode."""
+        """enter_dfu, transfer and exit_dfu in one go: the downloader owns the card's mode."""
         result = self.downloader.fetch()
         if result.image.md5 != job.md5:
             raise NotedfuError(f"the card now offers {result.image.md5}, not {job.md5}", code="E_IMAGE_CHANGED")
-        for name in ("enter_dfu", "transfer", "verify", "exit_dfu"):
+        for name in ("enter_dfu", "transfer", "exit_dfu"):
             if job.stages[name].state != "done":
                 job.stages[name].state = "done"
                 job.stages[name].ended = time.time()
@@ -196,8 +304,25 @@ class Updater:
 
     _stage_enter_dfu = _download
     _stage_transfer = _download
-    _stage_verify = _download
     _stage_exit_dfu = _download
+
+    def _stage_verify(self, job: Job) -> None:
+        """Length, MD5 and CRC-32 were checked as the image was staged; here: the signature."""
+        if self.public_key is not None:
+            self.events.step("verify", "checking the image's Ed25519 signature")
+        payload = self._payload(job)
+        if not job.version:
+            version = firmware_info(payload).get("version")
+            job.version = version if isinstance(version, str) else ""
+
+    def _payload(self, job: Job) -> bytes:
+        """The bytes to flash: the staged image, signature checked (if a key is set) and trailer removed."""
+        path = self.staging.paths(job.md5)[2]
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise NotedfuError(f"staged image {path} is missing: {exc.strerror}", code="E_STAGING") from exc
+        return verified_payload(data, self.public_key)
 
     def _target(self) -> TargetSession:
         tc = self.config.target
@@ -206,19 +331,14 @@ class Updater:
         return TargetSession(tc.spec, TargetOptions(tc.baud, tc.boot0, tc.reset, tc.enter or ENTER_BOOTLOADER,
                                                     tc.run or RUN_APPLICATION), self.events)
 
-    def _staged_image(self, job: Job) -> list[Segment]:
-        path = self.staging.paths(job.md5)[2]
-        try:
-            return [Segment(FLASH_BASE, path.read_bytes())]
-        except OSError as exc:
-            raise NotedfuError(f"staged image {path} is missing: {exc.strerror}", code="E_STAGING") from exc
-
     def _stage_flash(self, job: Job) -> None:
         self.events.step("flash", "flashing the target")
+        image = [Segment(FLASH_BASE, self._payload(job))]  # checked again: the staged file may have changed
         session = self._target()
         try:
             session.connect()
-            session.flash(self._staged_image(job), FlashOptions(verify=self.config.target.verify, run=False))
+            self.flashing = True
+            session.flash(image, FlashOptions(verify=self.config.target.verify, run=False))
         finally:
             session.close()
 
@@ -250,38 +370,55 @@ class Updater:
         from notedfu.update.confirm import watch_console
 
         if not watch_console(console, pattern, self.config.confirm.timeout, self.config.confirm.baud):
-            job.state = "unconfirmed"
             raise NotedfuError(f"the new firmware did not print /{pattern}/ within {self.config.confirm.timeout:g} s",
                                code="E_UNCONFIRMED")
         return None
 
-    def _stage_report(self, job: Job) -> None:
-        self.events.step("report", "reporting to Notehub")
-        self._report(job, ok=True, text=f"firmware {job.version or job.md5} installed")
-        if job.version:
-            self.client.request({"req": "dfu.status", "name": "user", "version": job.version})
+    def _stage_report(self, job: Job) -> str | None:
         self.store.set_installed(job.version, job.md5)
+        result: str | None = None
+        if self.client is None:
+            self.events.message("no Notecard configured: nothing reported to Notehub")
+            result = "skipped"
+        else:
+            self.events.step("report", "reporting to Notehub")
+            try:
+                if job.source == "NOTECARD":
+                    self._report_stop(job, ok=True, text=f"firmware {job.version or job.md5} installed")
+                if job.version:
+                    self.client.request({"req": "dfu.status", "name": "user", "version": job.version})
+            except NotedfuError as exc:
+                if job.source == "NOTECARD":
+                    raise  # Notehub must hear of it: the job stays open and the next run reports
+                self.events.message(f"could not report the local install to Notehub: {exc}", "warning")
         job.state = "success"
         self.events.status("SUCCESS", job=job.id, version=job.version)
+        return result
 
     # ------------------------------------------------------------ endings
-    def _report(self, job: Job, ok: bool, text: str) -> None:
+    def _report_stop(self, job: Job, ok: bool, text: str) -> None:
         req: dict[str, Any] = {"req": "dfu.status", "name": "user", "stop": True}
         req["status" if ok else "err"] = text[:200]
         self.client.request(req)
 
+    def _report_pending(self, job: Job, failure: StageFailed) -> Outcome:
+        """The new firmware is installed but Notehub has not heard: keep the job open for the next run."""
+        detail = f"installed, but not reported to Notehub ({failure}); the next run reports it"
+        self.events.message(detail, "error")
+        return Outcome("processing", job, detail, int(failure.exit_code))
+
     def _fail(self, job: Job, failure: StageFailed) -> Outcome:
-        unconfirmed = failure.code == "E_UNCONFIRMED"
-        job.state = "unconfirmed" if unconfirmed else "fail"
+        job.state = "unconfirmed" if failure.code == "E_UNCONFIRMED" else "fail"
         job.error = {"stage": failure.stage, "code": failure.code, "message": failure.message}
         for name in STEPS:
             if job.stages[name].state == "pending":
                 job.stages[name].state = "skipped"
-        try:
-            self._report(job, ok=False, text=f"{failure.code}: {failure.message}")
-            job.stages["report"].state = "done"
-        except NotedfuError as exc:
-            self.events.message(f"could not report the failure to Notehub: {exc}", "error")
+        if job.source == "NOTECARD" and self.client is not None:
+            try:
+                self._report_stop(job, ok=False, text=f"{failure.code}: {failure.message}")
+                job.stages["report"].state = "done"
+            except NotedfuError as exc:
+                self.events.message(f"could not report the failure to Notehub: {exc}", "error")
         self.store.save(job)
         self.events.status("FAILURE", job=job.id, state=job.state, error=job.error)
         return Outcome(job.state, job, failure.message, int(failure.exit_code))

@@ -7,22 +7,27 @@ flash, boot, confirm, report — each ``pending | running | done | error |
 skipped``, errors with a stable ``code`` and a ``message``.
 
 Files under the state directory: ``jobs/<id>.json`` (every job),
-``jobs/current`` (the id of the job in progress) and ``installed.json`` (the
-version the target runs, as last confirmed).
+``jobs/current`` (the id of the job in progress), ``installed.json`` (the
+version the target runs, as last confirmed), ``pending.json`` (the image that
+waits for approval under the manual policy) and ``approved/<md5>`` (an
+approval: it names the one image it lets through).
 """
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from notedfu.errors import UsageError
 from notedfu.events import STEPS
 from notedfu.notecard.staging import read_json, write_json_atomic
 
 TERMINAL = ("success", "fail", "unconfirmed", "up_to_date")
+_MD5 = re.compile(r"^[0-9a-f]{32}$")
 
 
 @dataclass
@@ -81,6 +86,8 @@ class JobStore:
         self.dir = Path(root) / "jobs"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.installed_path = Path(root) / "installed.json"
+        self.pending_path = Path(root) / "pending.json"
+        self.approved_dir = Path(root) / "approved"
 
     def save(self, job: Job) -> None:
         """Write the job durably and make it current unless it is over."""
@@ -121,3 +128,39 @@ class JobStore:
     def set_installed(self, version: str, md5: str) -> None:
         """Record what the target now runs."""
         write_json_atomic(self.installed_path, {"version": version, "md5": md5, "time": time.time()})
+
+    # ------------------------------------------------------------ manual policy
+    def pending(self) -> dict[str, Any]:
+        """The image waiting for approval: ``{"md5", "version", "length"}``, or ``{}``."""
+        return read_json(self.pending_path) or {}
+
+    def set_pending(self, md5: str, version: str, length: int) -> None:
+        """Announce an image that waits for approval."""
+        if self.pending().get("md5") != md5:
+            write_json_atomic(self.pending_path, {"md5": md5, "version": version, "length": length,
+                                                  "since": time.time()})
+
+    def clear_pending(self) -> None:
+        """Nothing waits for approval any more."""
+        self.pending_path.unlink(missing_ok=True)
+
+    def approve(self, md5: str) -> None:
+        """Let the image with this MD5 (and no other) be installed."""
+        md5 = md5.lower()
+        if not _MD5.match(md5):
+            raise UsageError(f"not an image MD5: {md5!r} (32 hex digits, as `notedfu status` shows)",
+                             code="E_BAD_MD5")
+        self.approved_dir.mkdir(exist_ok=True)
+        write_json_atomic(self.approved_dir / md5, {"md5": md5, "time": time.time()})
+
+    def take_approval(self, md5: str) -> bool:
+        """Whether this image is approved; the approval is used up."""
+        path = self.approved_dir / md5
+        if not path.exists():
+            return False
+        path.unlink()
+        return True
+
+    def is_approved(self, md5: str) -> bool:
+        """Whether an approval for this image is on file."""
+        return (self.approved_dir / md5).exists()

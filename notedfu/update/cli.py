@@ -1,0 +1,297 @@
+"""Command-line parts for the agent: ``update``, ``run``, ``approve``, ``cancel``, ``events``,
+``install``, ``keygen``, ``sign``, and the daemon half of ``status``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from notedfu.errors import ExitCode, UsageError
+from notedfu.events import Events, LogSink, file_sink, json_lines_sink
+
+OUTCOME_EXIT = {"success": ExitCode.OK, "up_to_date": ExitCode.UP_TO_DATE, "ready": ExitCode.AWAITING_APPROVAL,
+                "idle": ExitCode.NOT_READY, "downloading": ExitCode.NOT_READY}
+
+
+def add_socket_option(parser: argparse.ArgumentParser) -> None:
+    """``--socket``: where the daemon listens."""
+    parser.add_argument("--socket", metavar="PATH",
+                        help="the daemon's control socket (default $NOTEDFU_SOCKET or /run/notedfu/notedfu.sock)")
+
+
+def _add_agent_options(parser: argparse.ArgumentParser, add_notecard_options: Callable) -> None:
+    parser.add_argument("--config", type=Path, metavar="FILE", help="TOML config (default /etc/notedfu/notedfu.toml)")
+    add_notecard_options(parser)
+    parser.add_argument("--target", metavar="SPEC", help="the target (overrides [target] spec)")
+    parser.add_argument("--boot0", metavar="LINE", help="where BOOT0 is wired (overrides [target] boot0)")
+    parser.add_argument("--reset", metavar="LINE", help="where NRST is wired (overrides [target] reset)")
+    parser.add_argument("--console", metavar="SPEC", help="console to confirm the boot on: a serial spec or "
+                                                           "qemu:FLASH_FILE (overrides [confirm] console)")
+    parser.add_argument("--pattern", help="what the new firmware prints; {version} is filled in")
+    parser.add_argument("--confirm-timeout", type=float, metavar="S", help="seconds to wait for the pattern")
+    parser.add_argument("--policy", choices=("auto", "manual"), help="overrides [policy] mode")
+    parser.add_argument("--events-file", metavar="FILE", help="also append events here as JSON lines")
+    parser.add_argument("--json", action="store_true", help="JSON-lines events on stdout")
+
+
+def add_parsers(sub: Any, add_notecard_options: Callable) -> None:
+    """Register the agent's subcommands."""
+    update = sub.add_parser("update", help="one full update cycle in the foreground: fetch, flash, boot, confirm, "
+                                           "report")
+    _add_agent_options(update, add_notecard_options)
+    update.add_argument("--image", type=Path, metavar="FILE",
+                        help="install this local image instead of the one the Notecard offers")
+    update.add_argument("--force", action="store_true", help="install even if that version is already installed")
+    update.set_defaults(run=cmd_update)
+
+    run = sub.add_parser("run", help="the agent as a service: poll the Notecard, run jobs by policy, serve the "
+                                     "control socket")
+    _add_agent_options(run, add_notecard_options)
+    add_socket_option(run)
+    run.add_argument("--poll", type=float, metavar="S", help="seconds between dfu.status polls "
+                                                             "(overrides [agent] poll_interval)")
+    run.set_defaults(run=cmd_run)
+
+    approve = sub.add_parser("approve", help="let one image (named by its MD5) be installed under the manual policy")
+    approve.add_argument("md5", help="the image's MD5, as `notedfu status` shows it")
+    add_socket_option(approve)
+    approve.add_argument("--state-dir", type=Path, metavar="DIR", help="with no daemon: the agent's state directory")
+    approve.set_defaults(run=cmd_approve)
+
+    cancel = sub.add_parser("cancel", help="stop the daemon's job before it touches the target")
+    add_socket_option(cancel)
+    cancel.set_defaults(run=cmd_cancel)
+
+    events = sub.add_parser("events", help="print the daemon's events as JSON lines as they happen")
+    add_socket_option(events)
+    events.add_argument("--until", metavar="STATUS", action="append",
+                        help="exit after a status event with this status (SUCCESS, FAILURE, …; repeatable)")
+    events.set_defaults(run=cmd_events)
+
+    install = sub.add_parser("install", help="hand a local image to the daemon")
+    install.add_argument("image", type=Path)
+    install.add_argument("--stream", action="store_true",
+                         help="send the bytes over the socket (the daemon cannot read the file itself)")
+    add_socket_option(install)
+    install.set_defaults(run=cmd_install)
+
+    keygen = sub.add_parser("keygen", help="make an Ed25519 signing key; prints the public key for [policy]")
+    keygen.add_argument("key", type=Path, help="where to write the private key (never overwritten)")
+    keygen.set_defaults(run=cmd_keygen)
+
+    sign = sub.add_parser("sign", help="append a signature trailer to an image (the trailer is never flashed)")
+    sign.add_argument("image", type=Path)
+    sign.add_argument("--key", type=Path, required=True, help="the private key from `notedfu keygen`")
+    sign.add_argument("-o", "--output", type=Path, help="write here (default: replace IMAGE)")
+    sign.set_defaults(run=cmd_sign)
+
+
+# ------------------------------------------------------------------ helpers
+def _config(args: argparse.Namespace):
+    from notedfu.config import load_config
+
+    config = load_config(args.config)
+    for section, key, value in (("notecard", "spec", args.notecard), ("notecard", "baud", args.baud),
+                                ("agent", "state_dir", str(args.state_dir) if args.state_dir else None),
+                                ("target", "spec", args.target), ("target", "boot0", args.boot0),
+                                ("target", "reset", args.reset), ("confirm", "console", args.console),
+                                ("confirm", "pattern", args.pattern), ("confirm", "timeout", args.confirm_timeout),
+                                ("policy", "mode", args.policy), ("agent", "events_file", args.events_file),
+                                ("agent", "socket", getattr(args, "socket", None)),
+                                ("agent", "poll_interval", getattr(args, "poll", None))):
+        if value is not None:
+            setattr(getattr(config, section), key, value)
+    if args.timeout != 30.0:
+        config.notecard.timeout = args.timeout
+    return config
+
+
+def _events(args: argparse.Namespace, config: Any, *, log: bool) -> tuple[Events, Callable[[], None]]:
+    """Events to stdout (--json), the events file, and a log or progress display on stderr."""
+    from notedfu.cli import events_for
+
+    if log:
+        events, close = Events(*([json_lines_sink(sys.stdout)] if args.json else []), LogSink()), lambda: None
+    else:
+        events, close = events_for(args)
+    if config.agent.events_file:
+        try:
+            events.sinks.append(file_sink(config.agent.events_file))
+        except OSError as exc:
+            raise UsageError(f"cannot open events file {config.agent.events_file}: {exc.strerror}",
+                             code="E_CONFIG") from exc
+    return events, close
+
+
+def _client(args: argparse.Namespace):
+    from notedfu.update.control import ControlClient
+
+    return ControlClient(args.socket)
+
+
+def _answer(answer: dict[str, Any]) -> dict[str, Any]:
+    """The daemon's answer, or its refusal raised with the daemon's code."""
+    from notedfu.update.control import ControlError
+
+    if not answer.get("ok"):
+        raise ControlError(str(answer.get("error", "refused")), code=str(answer.get("code", "E_REFUSED")))
+    return answer
+
+
+# ------------------------------------------------------------------ commands
+def cmd_update(args: argparse.Namespace) -> int:
+    """``notedfu update``: the exit code says how it ended (README, "Exit codes")."""
+    from notedfu.update.agent import LocalImage, Updater
+
+    config = _config(args)
+    local = None
+    if args.image is not None:
+        try:
+            local = LocalImage(args.image.read_bytes(), source="LOCAL")
+        except OSError as exc:
+            raise UsageError(f"cannot read {args.image}: {exc.strerror}", code="E_IMAGE_FILE") from exc
+    events, close = _events(args, config, log=False)
+    updater = Updater(config, events, force=args.force)
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if updater.flashing:  # an interrupted flash leaves no firmware: finish it, stop at the next stage
+            updater.stop_requested.set()
+            events.message("stop requested: finishing the flash first", "warning")
+            return
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        outcome = updater.run(local)
+    finally:
+        close()
+    if not args.json:
+        job = outcome.job
+        print(f"{outcome.state}" + (f": job {job.id}, image {job.md5}" + (f" version {job.version}" if job.version
+                                    else "") if job else "") + (f" — {outcome.detail}" if outcome.detail else ""))
+    if outcome.state in OUTCOME_EXIT:
+        return int(OUTCOME_EXIT[outcome.state])
+    error = (outcome.job.error if outcome.job else {}) or {}
+    print(f"notedfu: {error.get('code', 'E_UPDATE')}: {error.get('message', outcome.detail)}", file=sys.stderr)
+    if outcome.state == "unconfirmed":
+        return int(ExitCode.UNCONFIRMED)
+    return outcome.exit_code or int(ExitCode.FAILURE)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``notedfu run``: until SIGTERM."""
+    from notedfu.update.daemon import Daemon
+
+    config = _config(args)
+    events, _ = _events(args, config, log=True)
+    return Daemon(config, events).serve()
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    """``notedfu approve MD5``: through the daemon, or straight into the state directory."""
+    client = _client(args)
+    if client.available():
+        answer = _answer(client.request({"cmd": "approve", "md5": args.md5}))
+        print(f"approved {answer['md5']}" + (f" ({answer['note']})" if answer.get("note") else ""))
+        return ExitCode.OK
+    from notedfu.notecard.staging import default_state_dir
+    from notedfu.update.job import JobStore
+
+    store = JobStore(args.state_dir or default_state_dir())
+    store.approve(args.md5)
+    pending = store.pending().get("md5")
+    print(f"approved {args.md5.lower()}" + ("" if pending == args.md5.lower() else
+                                             " (no image with this MD5 waits now; kept for when one does)"))
+    return ExitCode.OK
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    """``notedfu cancel``."""
+    answer = _answer(_client(args).request({"cmd": "cancel"}))
+    print(f"cancelled {answer['cancelled']}")
+    return ExitCode.OK
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    """``notedfu events``: JSON lines until the daemon stops (or ``--until``)."""
+    until = {s.upper() for s in args.until or ()}
+    for event in _client(args).events():
+        print(json.dumps(event, separators=(",", ":")), flush=True)
+        if event.get("type") == "status" and event.get("status") in until:
+            break
+    return ExitCode.OK
+
+
+def cmd_install(args: argparse.Namespace) -> int:
+    """``notedfu install IMAGE``."""
+    client = _client(args)
+    if args.stream:
+        try:
+            data = args.image.read_bytes()
+        except OSError as exc:
+            raise UsageError(f"cannot read {args.image}: {exc.strerror}", code="E_IMAGE_FILE") from exc
+        answer = client.request({"cmd": "install", "stream": True, "length": len(data)}, data)
+    else:
+        answer = client.request({"cmd": "install", "path": str(args.image.resolve())})
+    answer = _answer(answer)
+    print(f"queued {answer['md5']} ({answer['length']} bytes)")
+    return ExitCode.OK
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    """``notedfu keygen KEY``."""
+    from notedfu.update.signature import generate_key
+
+    public = generate_key(args.key)
+    print(f"private key: {args.key} (keep it off the devices)")
+    print(f'[policy]\npublic_key = "{public}"')
+    return ExitCode.OK
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    """``notedfu sign IMAGE --key KEY``."""
+    from notedfu.cli import write_atomic
+    from notedfu.update.signature import TRAILER_SIZE, load_private_key, sign
+
+    key = load_private_key(args.key)
+    try:
+        data = args.image.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {args.image}: {exc.strerror}", code="E_IMAGE_FILE") from exc
+    signed = sign(data, key)
+    output = args.output or args.image
+    write_atomic(output, signed)
+    print(f"signed {output}: {len(signed) - TRAILER_SIZE} bytes + {TRAILER_SIZE}-byte trailer")
+    return ExitCode.OK
+
+
+def daemon_status(args: argparse.Namespace) -> int | None:
+    """``notedfu status`` when a daemon answers; ``None`` when none does."""
+    client = _client(args)
+    if not client.available():
+        return None
+    answer = _answer(client.request({"cmd": "status"}))
+    if args.json:
+        print(json.dumps(answer, indent=1))
+        return ExitCode.OK
+    job, last, pending = answer.get("job"), answer.get("last_job"), answer.get("pending") or {}
+    print(f"daemon        {answer['state']}" + (f" — {answer['detail']}" if answer.get("detail") else "")
+          + f" (policy {answer['policy']})")
+    if job:
+        stage = next((n for n, s in job["stages"].items() if s["state"] not in ("done", "skipped")), "-")
+        print(f"job           {job['id']}  image {job['md5']}  version {job['version'] or '-'}  stage {stage}")
+    if pending:
+        print(f"awaiting      {pending['md5']}  version {pending.get('version') or '-'}  "
+              f"(`notedfu approve {pending['md5']}`)")
+    if last and not job:
+        print(f"last job      {last['id']}  {last['state']}  version {last['version'] or '-'}"
+              + (f"  {last['error'].get('code')}: {last['error'].get('message')}" if last.get("error") else ""))
+    installed = answer.get("installed") or {}
+    print(f"installed     {installed.get('version') or '-'}" + (f"  md5 {installed['md5']}" if installed.get("md5")
+                                                                 else ""))
+    return ExitCode.OK

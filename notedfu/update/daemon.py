@@ -1,0 +1,222 @@
+"""``notedfu run``: the agent as a service.
+
+One thread does all the device work — poll ``dfu.status`` every
+``poll_interval`` seconds, run jobs by policy — so a poll never overlaps a
+job. The control socket answers in its own threads and only sets flags and
+queues: an install waits for the worker, a second one is refused at once.
+
+SIGTERM / SIGINT: while the card is being read (or nothing runs) the agent
+stops at once — the download unwinds through the code that hands the card
+back, the job stays on disk and the next start continues it. While the target
+is being flashed, it stops at the end of the flash stage: an interrupted flash
+would leave the target without firmware until the next start.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import queue
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+from notedfu.config import Config
+from notedfu.errors import ExitCode, Interrupted, NotedfuError
+from notedfu.events import Events
+from notedfu.notecard.dfu import MAX_IMAGE_BYTES
+from notedfu.update.agent import CANCELLABLE, LocalImage, Outcome, Updater
+from notedfu.update.control import Connection, ControlError, ControlServer
+from notedfu.update.sdnotify import Notifier
+
+
+class Daemon:
+    """Polls, runs jobs and answers the control socket until told to stop."""
+
+    def __init__(self, config: Config, events: Events, notifier: Notifier | None = None) -> None:
+        self.config = config
+        self.events = events
+        self.notifier = notifier or Notifier()
+        self.updater = Updater(config, events)
+        self.store = self.updater.store
+        self._lock = threading.Lock()
+        self._queued: LocalImage | None = None
+        self._wake = threading.Event()
+        self._stopping = False
+        self._subscribers: set[queue.Queue] = set()
+        self.last: Outcome | None = None
+        events.sinks.insert(0, self._fan_out)
+
+    # ------------------------------------------------------------ main loop
+    def serve(self) -> int:
+        """Run until SIGTERM/SIGINT; return the exit code."""
+        lock = self.updater.staging.lock
+        try:
+            lock.acquire(timeout=0)
+        except Exception:  # filelock.Timeout
+            raise NotedfuError(f"another notedfu is using {self.updater.staging.root}", code="E_BUSY") from None
+        server = None
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            server = ControlServer(self.config.agent.socket, self).start()
+            self.events.message(f"notedfu daemon listening on {server.path}, polling every "
+                                f"{self.config.agent.poll_interval:g} s")
+            self.notifier.notify(ready=1, status="idle")
+            while not self._stopping:
+                self._cycle()
+                self._sleep(self.config.agent.poll_interval)
+        except Interrupted:
+            pass
+        finally:
+            self.notifier.notify(stopping=1, status="stopping")
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            if server is not None:
+                server.stop()
+            for subscriber in list(self._subscribers):
+                subscriber.put(None)
+            lock.release()
+        self.events.message("notedfu daemon stopped")
+        return int(ExitCode.OK)
+
+    def _cycle(self) -> None:
+        with self._lock:
+            local, self._queued = self._queued, None
+        try:
+            self.last = self.updater.run(local)
+        except Interrupted:
+            raise
+        except KeyboardInterrupt:
+            raise Interrupted("stopped by signal") from None
+        except NotedfuError as exc:  # the card unplugged, a bad answer: log it, try again next poll
+            self.events.message(f"update cycle failed: {exc}", "error")
+            self.last = Outcome("error", None, str(exc))
+        state = self.last.state
+        self.notifier.notify(status=f"{state}: {self.last.detail}"[:200] if self.last.detail else state)
+
+    def _sleep(self, seconds: float) -> None:
+        """Wait for the next poll, a request, or a signal, pinging the watchdog meanwhile."""
+        step = min(seconds, self.notifier.watchdog_interval or seconds)
+        remaining = seconds
+        while remaining > 0 and not self._stopping:
+            self.notifier.ping()
+            if self._wake.wait(min(step, remaining)):
+                self._wake.clear()
+                return
+            remaining -= step
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self._stopping = True
+        self._wake.set()
+        self.updater.stop_requested.set()
+        if self.updater.job is not None and self.updater.flashing:
+            self.events.message("stop requested: finishing the flash first", "warning")
+            return
+        if self.updater.job is not None or self.updater.client is not None:
+            # KeyboardInterrupt, not a NotedfuError: it unwinds through every `finally` (the card is
+            # handed back) and no `except NotedfuError` mistakes it for a failed stage.
+            raise KeyboardInterrupt
+
+    # ------------------------------------------------------------ events
+    def _fan_out(self, event: dict[str, Any]) -> None:
+        self.notifier.ping()
+        for subscriber in list(self._subscribers):
+            subscriber.put(event)
+
+    def subscribe(self) -> "queue.Queue[dict[str, Any] | None]":
+        """A queue fed with every event from now on."""
+        events: queue.Queue = queue.Queue(maxsize=10_000)
+        self._subscribers.add(events)
+        return events
+
+    def unsubscribe(self, events: "queue.Queue[dict[str, Any] | None]") -> None:
+        """Stop feeding ``events``."""
+        self._subscribers.discard(events)
+
+    # ------------------------------------------------------------ control requests
+    def handle(self, request: dict[str, Any], connection: Connection) -> dict[str, Any]:
+        """Answer one control request."""
+        return getattr(self, f"_cmd_{request['cmd']}")(request, connection)
+
+    def _cmd_status(self, request: dict[str, Any], connection: Connection) -> dict[str, Any]:
+        job = self.updater.job or self.store.current()
+        return {"ok": True, "state": "processing" if job else (self.last.state if self.last else "idle"),
+                "detail": self.last.detail if self.last and not job else "",
+                "job": dataclasses.asdict(job) if job else None,
+                "last_job": _summary(self.store.latest()), "installed": self.store.installed(),
+                "pending": self.store.pending(), "policy": self.config.policy.mode,
+                "queued": self._queued is not None}
+
+    def _busy(self) -> str | None:
+        job = self.updater.job
+        if job is not None:
+            return f"job {job.id} is running (stage {job.next_stage()})"
+        if self._queued is not None:
+            return "an install is already queued"
+        return None
+
+    def _cmd_install(self, request: dict[str, Any], connection: Connection) -> dict[str, Any]:
+        if busy := self._busy():  # refused before reading a byte of the image
+            raise ControlError(f"busy: {busy}", code="E_BUSY")
+        if request.get("stream") is True:
+            length = request.get("length")
+            if not isinstance(length, int) or isinstance(length, bool) or not 0 < length <= MAX_IMAGE_BYTES:
+                raise ControlError(f"install: length must be an integer in 1..{MAX_IMAGE_BYTES}")
+            image = LocalImage(connection.read_exact(length), source="IPC")
+        elif isinstance(request.get("path"), str):
+            path = Path(request["path"])
+            if not path.is_absolute():
+                raise ControlError("install: path must be absolute (the daemon has its own working directory)")
+            try:
+                size = path.stat().st_size
+                if size > MAX_IMAGE_BYTES:
+                    raise ControlError(f"install: {path} is larger than {MAX_IMAGE_BYTES} bytes", code="E_IMAGE_FILE")
+                image = LocalImage(path.read_bytes(), source="LOCAL")
+            except OSError as exc:
+                raise ControlError(f"install: cannot read {path}: {exc.strerror}", code="E_IMAGE_FILE") from None
+        else:
+            raise ControlError('install: give "path" (absolute) or "stream": true with "length"')
+        if not image.data:
+            raise ControlError("install: the image is empty", code="E_IMAGE_FILE")
+        with self._lock:
+            if busy := self._busy():  # another install won the race while this one was read
+                raise ControlError(f"busy: {busy}", code="E_BUSY")
+            self._queued = image
+        self._wake.set()
+        from notedfu.checksums import md5_hex
+
+        return {"ok": True, "queued": True, "md5": md5_hex(image.data), "length": len(image.data)}
+
+    def _cmd_approve(self, request: dict[str, Any], connection: Connection) -> dict[str, Any]:
+        md5 = request.get("md5")
+        if not isinstance(md5, str):
+            raise ControlError('approve: give the image\'s "md5"')
+        try:
+            self.store.approve(md5)
+        except NotedfuError as exc:
+            raise ControlError(exc.message, code=exc.code) from None
+        pending = self.store.pending().get("md5")
+        self._wake.set()
+        return {"ok": True, "md5": md5.lower(), "pending": pending,
+                "note": "" if pending == md5.lower() else "no image with this MD5 waits now; the approval is kept "
+                                                          "for when one does"}
+
+    def _cmd_cancel(self, request: dict[str, Any], connection: Connection) -> dict[str, Any]:
+        job = self.updater.job
+        if job is None:
+            with self._lock:
+                if self._queued is not None:
+                    self._queued = None
+                    return {"ok": True, "cancelled": "the queued install"}
+            raise ControlError("no job is running", code="E_NOTHING_TO_CANCEL")
+        if self.updater.flashing or job.next_stage() not in CANCELLABLE:
+            raise ControlError(f"job {job.id} is past the point of cancelling (stage {job.next_stage()}): "
+                               "stopping now would leave the target without firmware", code="E_TOO_LATE")
+        self.updater.cancel_requested.set()
+        return {"ok": True, "cancelled": job.id}
+
+
+def _summary(job: Any) -> dict[str, Any] | None:
+    if job is None:
+        return None
+    return {"id": job.id, "state": job.state, "md5": job.md5, "version": job.version, "error": job.error}

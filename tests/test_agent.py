@@ -1,0 +1,192 @@
+"""The agent's policies and failures: signatures, manual approval, local images, Outboard DFU,
+and a failure in each stage — each through `notedfu update` over ptys."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from conftest import run_cli
+from notedfu.errors import ExitCode
+from notedfu.update.job import JobStore
+from notedfu.update.signature import TRAILER_SIZE
+from rig import events, needs_qemu, padded, rig, toml  # noqa: F401 - rig is a fixture
+
+
+def keypair(tmp_path):
+    made = run_cli("keygen", str(tmp_path / "signing.pem"))
+    assert made.returncode == 0, made.stderr
+    public = made.stdout.split('public_key = "')[1].split('"')[0]
+    return tmp_path / "signing.pem", public
+
+
+def signed(tmp_path, key, data: bytes) -> bytes:
+    path = tmp_path / "to-sign.bin"
+    path.write_bytes(data)
+    done = run_cli("sign", str(path), "--key", str(key))
+    assert done.returncode == 0, done.stderr
+    return path.read_bytes()
+
+
+# ------------------------------------------------------------------ signatures
+def test_signed_image_is_flashed_without_its_trailer(rig, tmp_path):
+    key, public = keypair(tmp_path)
+    image = signed(tmp_path, key, padded("1.1.0"))
+    assert len(image) == len(padded("1.1.0")) + TRAILER_SIZE
+    r = rig(offered=image)
+    config = tmp_path / "agent.toml"
+    config.write_text(toml({"policy": {"public_key": public}}))
+    done = r.update("--config", str(config))
+    assert done.returncode == 0, done.stderr
+    flash = r.flash_file.read_bytes()
+    assert flash.startswith(padded("1.1.0"))
+    assert flash[len(padded("1.1.0")):len(image)] == b"\xff" * TRAILER_SIZE  # the trailer never reached the chip
+    assert r.card.host_version == "1.1.0"
+
+
+@pytest.mark.parametrize("how", ["unsigned", "other key", "tampered"])
+def test_with_a_key_configured_a_badly_signed_image_never_reaches_the_target(rig, tmp_path, how):
+    key, public = keypair(tmp_path)
+    if how == "unsigned":
+        image = padded("1.1.0")
+    elif how == "other key":
+        other, _ = keypair(tmp_path / "other") if (tmp_path / "other").mkdir() is None else (None, None)
+        image = signed(tmp_path, other, padded("1.1.0"))
+    else:
+        good = bytearray(signed(tmp_path, key, padded("1.1.0")))
+        good[100] ^= 0x01  # one bit of code changed after signing
+        image = bytes(good)
+    r = rig(offered=image)
+    config = tmp_path / "agent.toml"
+    config.write_text(toml({"policy": {"public_key": public}}))
+    done = r.update("--config", str(config))
+    assert done.returncode == ExitCode.SIGNATURE, done.stderr
+    assert "E_SIGNATURE" in done.stderr
+    assert r.chip.writes == 0 and r.flash_file.read_bytes().startswith(padded("1.0.0"))
+    job = JobStore(r.state).latest()
+    assert job.state == "fail" and job.error["stage"] == "verify" and job.stages["flash"].state == "skipped"
+    assert (r.state / "staging" / f"{job.md5}.bin").read_bytes() == image  # the staged image survives
+    assert any(rep.get("err", "").startswith("E_SIGNATURE") for rep in r.card.reports)
+    assert r.card.hub_mode == "continuous"
+
+
+def test_a_malformed_public_key_is_a_config_error_naming_the_key(tmp_path):
+    config = tmp_path / "agent.toml"
+    config.write_text(toml({"policy": {"public_key": "bm90IGEga2V5"}}))
+    done = run_cli("update", "--config", str(config), "--notecard", "sim://notecard")
+    assert done.returncode == ExitCode.USAGE and "policy.public_key" in done.stderr and "E_CONFIG" in done.stderr
+
+
+def test_keygen_never_overwrites_a_key(tmp_path):
+    key, _ = keypair(tmp_path)
+    before = key.read_bytes()
+    again = run_cli("keygen", str(key))
+    assert again.returncode == ExitCode.USAGE and "E_KEY_EXISTS" in again.stderr
+    assert key.read_bytes() == before and (key.stat().st_mode & 0o777) == 0o600
+
+
+# ------------------------------------------------------------------ manual policy
+def test_manual_policy_waits_for_an_approval_naming_that_image(rig):
+    r = rig()
+    waiting = r.update("--policy", "manual")
+    assert waiting.returncode == ExitCode.AWAITING_APPROVAL, waiting.stderr
+    pending = JobStore(r.state).pending()
+    assert pending["version"] == "1.1.0" and r.chip.writes == 0 and r.card.hub_mode == "continuous"
+    other = "0" * 32
+    assert run_cli("approve", other, "--state-dir", str(r.state), "--socket", str(r.tmp / "none.sock")).returncode == 0
+    assert r.update("--policy", "manual").returncode == ExitCode.AWAITING_APPROVAL  # approved a different image
+    bad = run_cli("approve", "not-an-md5", "--state-dir", str(r.state), "--socket", str(r.tmp / "none.sock"))
+    assert bad.returncode == ExitCode.USAGE and "E_BAD_MD5" in bad.stderr
+    ok = run_cli("approve", pending["md5"], "--state-dir", str(r.state), "--socket", str(r.tmp / "none.sock"))
+    assert ok.returncode == 0, ok.stderr
+    done = r.update("--policy", "manual")
+    assert done.returncode == 0, done.stderr
+    assert r.flash_file.read_bytes().startswith(r.offered)
+    assert JobStore(r.state).pending() == {}
+
+
+# ------------------------------------------------------------------ local images, Outboard DFU
+def test_local_image_skips_the_card_download_and_reports_the_version(rig, tmp_path):
+    r = rig()
+    image = tmp_path / "local.bin"
+    image.write_bytes(padded("1.1.0"))
+    done = r.update("--image", str(image))
+    assert done.returncode == 0, done.stderr
+    job = JobStore(r.state).latest()
+    assert job.source == "LOCAL" and job.version == "1.1.0"
+    assert [job.stages[n].state for n in ("enter_dfu", "transfer", "exit_dfu")] == ["skipped"] * 3
+    assert r.flash_file.read_bytes().startswith(padded("1.1.0"))
+    assert r.card.host_version == "1.1.0" and not any("stop" in rep for rep in r.card.reports)
+    assert r.card.dfu_state == "ready"  # the card's own offer is untouched
+
+
+def test_outboard_dfu_is_warned_about_or_switched_off(rig, tmp_path):
+    r = rig()
+    r.card.card_dfu["on"] = True
+    warned = r.update()
+    assert warned.returncode == 0
+    assert any("Outboard DFU is on" in e.get("text", "") for e in events(warned.stdout))
+    assert r.card.card_dfu["on"] is True
+    r.card.stage(padded("1.1.0"), "again.bin")
+    config = tmp_path / "agent.toml"
+    config.write_text(toml({"policy": {"outboard_dfu": "disable"}}))
+    r.chip.power_on_reset()
+    off = r.update("--config", str(config), "--force")
+    assert off.returncode == 0, off.stderr
+    assert r.card.card_dfu["on"] is False
+
+
+# ------------------------------------------------------------------ a failure in each stage
+def test_check_fails_on_a_downgrade(rig):
+    r = rig(offered=padded("1.0.0"))
+    JobStore(r.state).set_installed("1.1.0", "0" * 32)
+    done = r.update()
+    assert done.returncode == ExitCode.FAILURE and "E_DOWNGRADE" in done.stderr
+    job = JobStore(r.state).latest()
+    assert job.error["stage"] == "check" and job.stages["transfer"].state == "skipped"
+    assert r.chip.writes == 0
+
+
+@pytest.mark.parametrize("stage, card_opts, chip_faults, code, exit_code", [
+    ("enter_dfu", {"ready_delay": "30"}, (), "E_DFU_NOT_READY", ExitCode.NOT_READY),
+    ("transfer", {"fault": "io+"}, (), "E_", None),
+    ("flash", {}, ("wprot@0",), "E_TARGET_PROTECTED", ExitCode.TARGET),
+    ("boot", {}, ("nogo",), "E_TARGET", ExitCode.TARGET),
+])
+def test_a_failing_stage_ends_the_job_cleanly(rig, tmp_path, stage, card_opts, chip_faults, code, exit_code):
+    r = rig(chip_faults=chip_faults, **card_opts)
+    config = tmp_path / "agent.toml"
+    config.write_text(toml({"notecard": {"ready_timeout": 1.0}}))
+    done = r.update("--config", str(config))
+    assert done.returncode != 0 and (exit_code is None or done.returncode == exit_code), done.stderr
+    job = JobStore(r.state).latest()
+    assert job.state == "fail" and job.error["stage"] == stage and job.error["code"].startswith(code), job.error
+    assert job.stages[stage].state == "error"
+    assert all(job.stages[n].state == "skipped" for n in ("boot", "confirm") if n != stage)
+    assert r.card.hub_mode == "continuous" and not (r.state / "card-mode.json").exists()
+    assert any(rep.get("err", "").startswith(job.error["code"]) for rep in r.card.reports)
+
+
+@needs_qemu
+def test_report_failure_keeps_the_job_open_and_the_next_run_reports(rig):
+    r = rig()
+    console = ("--console", f"qemu:{r.flash_file}", "--pattern", "notedfu-demo {version} booted")
+    proc = subprocess.Popen(r.args(*console, "--timeout", "2"), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        event = json.loads(line)
+        if event["type"] == "step" and event["step"] == "confirm":
+            r.servers[0].stop()  # the Notecard is unplugged while the new firmware boots
+            break
+    proc.communicate(timeout=60)
+    assert proc.returncode == ExitCode.LINK
+    job = JobStore(r.state).current()
+    assert job is not None and job.stages["confirm"].state == "done" and job.stages["report"].state == "error"
+    assert r.card.host_version is None
+    r.restart_card_port()
+    done = r.update(*console)
+    assert done.returncode == 0, done.stderr
+    assert JobStore(r.state).latest().state == "success" and r.card.host_version == "1.1.0"
+    assert {"stop": True, "status": "firmware 1.1.0 installed"} in r.card.reports
