@@ -118,6 +118,7 @@ class LogSink:
         self.stream = stream
         self.journald = bool(os.environ.get("JOURNAL_STREAM")) if journald is None else journald
         self._last: tuple[str, int] = ("", -1)
+        self._last_status = ""
 
     def _line(self, text: str, level: str = "info") -> None:
         prefix = f"<{_PRIORITY.get(level, 6)}>" if self.journald else ""
@@ -130,8 +131,10 @@ class LogSink:
             self._line(event["text"], event["level"])
         elif event["type"] == "status":
             extra = " ".join(f"{k}={v}" for k, v in event.items() if k not in ("type", "time", "status", "source"))
-            self._line(f"{event['status']} ({event['source']}) {extra}".rstrip(),
-                       "error" if event["status"] == "FAILURE" else "info")
+            line = f"{event['status']} ({event['source']}) {extra}".rstrip()
+            if line != self._last_status:  # a daemon polling an idle card says so once, not every poll
+                self._last_status = line
+                self._line(line, "error" if event["status"] == "FAILURE" else "info")
         elif event["type"] == "step":
             percent = event.get("percent")
             bucket = -1 if percent is None else int(percent // 10)

@@ -31,7 +31,8 @@ class Rig:
     def __init__(self, tmp: Path, sim, offered: bytes, installed: bytes, chip_faults: tuple[str, ...] = (),
                  **card_opts) -> None:
         self.tmp = tmp
-        self.card, _ = sim(image_bytes=offered, mode="continuous", latency="0.01", per_kib="0.005", **card_opts)
+        self.card, _ = sim(image_bytes=offered, **{"mode": "continuous", "latency": "0.01", "per_kib": "0.005",
+                                                    **card_opts})
         self.flash_file = tmp / "flash.bin"
         self.flash_file.write_bytes(installed + b"\xff" * (128 * 1024 - len(installed)))
         self.chip = Stm32Sim(0x420, "v3crc", flash_file=self.flash_file, time_scale=0.1,

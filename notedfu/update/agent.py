@@ -122,6 +122,7 @@ class Updater:
                 finally:
                     self._close_card()
                     self.job = None
+                    self.events.source = "NOTECARD"
         except Timeout:
             raise NotedfuError(f"another notedfu is using {self.staging.root}", code="E_BUSY") from None
 
@@ -178,6 +179,7 @@ class Updater:
 
     def _start_local(self, local: LocalImage) -> Outcome:
         """A job for an image given directly: the Notecard's download stages are skipped."""
+        self.events.source = local.source
         journal = self.staging.stage_bytes(local.data, source=local.source)
         version = firmware_info(split_signed(local.data)[0]).get("version")
         job = Job.new(journal.md5, journal.length, version=version if isinstance(version, str) else "",
@@ -213,6 +215,7 @@ class Updater:
     # ------------------------------------------------------------ stages
     def _process(self, job: Job, verdict: str = "install") -> Outcome:
         self.job = job
+        self.events.source = job.source  # events say where this job's image came from
         job.attempts += 1
         self.events.status("START", job=job.id, md5=job.md5, version=job.version)
         try:

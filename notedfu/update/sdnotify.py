@@ -32,7 +32,8 @@ class Notifier:
         message = "\n".join(f"{key.upper()}={value}" for key, value in fields.items()).encode()
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-                sock.sendto(message, self.address)
+                # never block the agent: a service manager that stopped reading loses the note, not us
+                sock.sendto(message, socket.MSG_DONTWAIT, self.address)
         except OSError:
             return False
         return True

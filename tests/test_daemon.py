@@ -1,0 +1,231 @@
+"""`notedfu run`: the daemon over its control socket, with systemd's notify socket, signals and
+the client commands (status, install, approve, cancel, events) — all against the simulated rig."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+from notedfu.errors import ExitCode
+from notedfu.update.control import MAX_REQUEST, ControlClient
+from notedfu.update.job import JobStore
+from rig import padded, rig, toml  # noqa: F401 - rig is a fixture
+
+
+class Daemon:
+    """``notedfu run`` in a subprocess, with a notify socket standing in for systemd."""
+
+    def __init__(self, r, *extra: str, config: dict | None = None) -> None:
+        self.rig = r
+        self.socket = r.tmp / "ctl" / "notedfu.sock"
+        notify_path = r.tmp / f"notify-{time.monotonic_ns()}.sock"
+        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.notify.bind(str(notify_path))
+        self.notify.settimeout(20)
+        cfg = r.tmp / "notedfu.toml"
+        cfg.write_text(toml({"agent": {"poll_interval": 0.3}, "notecard": {"timeout": 5}, **(config or {})}))
+        self.log = open(r.tmp / "daemon.log", "a")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "notedfu", "run", "--config", str(cfg), "--notecard", r.servers[0].path,
+             "--target", r.servers[1].path, "--state-dir", str(r.state), "--socket", str(self.socket), *extra],
+            stdout=self.log, stderr=subprocess.STDOUT,
+            env={**os.environ, "NOTIFY_SOCKET": str(notify_path), "WATCHDOG_USEC": "1000000"})
+        self.client = ControlClient(self.socket)
+        self.notes: list[str] = []
+
+    def wait_note(self, needle: str) -> None:
+        while not any(needle in note for note in self.notes):
+            self.notes.append(self.notify.recv(4096).decode())
+
+    def status(self) -> dict:
+        return self.client.request({"cmd": "status"})
+
+    def wait(self, predicate, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            assert self.proc.poll() is None, self.output()
+            assert time.monotonic() < deadline, f"timed out; daemon log:\n{self.output()}"
+            time.sleep(0.05)
+
+    def output(self) -> str:
+        return (self.rig.tmp / "daemon.log").read_text()
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout=60)
+        self.notify.close()
+        self.log.close()
+        return code
+
+
+@pytest.fixture
+def daemon(rig):
+    started: list[Daemon] = []
+
+    def start(r=None, *extra: str, **kw) -> Daemon:
+        started.append(Daemon(r or rig(), *extra, **kw))
+        started[-1].wait_note("READY=1")
+        return started[-1]
+
+    yield start
+    for d in started:
+        d.stop()
+
+
+def raw(path: Path, data: bytes) -> dict:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.connect(str(path))
+        try:
+            sock.sendall(data)
+            sock.shutdown(socket.SHUT_WR)  # the client is done talking (a short stream ends here)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        return json.loads(sock.makefile("rb").readline())
+
+
+def test_daemon_installs_what_the_card_offers_and_tells_systemd(daemon):
+    d = daemon()
+    assert stat.S_IMODE(d.socket.stat().st_mode) == 0o600
+    d.wait(lambda: d.rig.card.host_version == "1.1.0")
+    d.wait(lambda: d.status()["last_job"] and d.status()["last_job"]["state"] == "success")
+    answer = d.status()
+    assert answer["installed"]["version"] == "1.1.0" and answer["job"] is None
+    shown = run_cli("status", "--socket", str(d.socket))
+    assert shown.returncode == 0 and "installed     1.1.0" in shown.stdout, shown.stdout
+    assert d.rig.flash_file.read_bytes().startswith(d.rig.offered) and d.rig.card.hub_mode == "continuous"
+    d.wait_note("WATCHDOG=1")
+    d.wait_note("STATUS=success")
+    assert d.stop() == 0
+    assert not d.socket.exists()
+    assert "<6>" not in d.output()  # no JOURNAL_STREAM: plain lines
+    assert "[6/9] flash" in d.output()
+
+
+def test_bad_requests_get_errors_and_the_daemon_keeps_serving(daemon, rig):
+    r = rig()
+    r.card.image, r.card.dfu_state = None, "idle"
+    d = daemon(r)
+    assert raw(d.socket, b"not json\n")["code"] == "E_BAD_REQUEST"
+    assert raw(d.socket, b"[1, 2]\n")["code"] == "E_BAD_REQUEST"
+    assert raw(d.socket, b'{"cmd": "format_disk"}\n')["code"] == "E_UNKNOWN_CMD"
+    assert raw(d.socket, b"x" * (MAX_REQUEST + 10))["code"] == "E_REQUEST_TOO_LARGE"
+    assert raw(d.socket, b'{"cmd": "install"}\n')["code"] == "E_BAD_REQUEST"
+    assert raw(d.socket, b'{"cmd": "install", "path": "relative.bin"}\n')["code"] == "E_BAD_REQUEST"
+    assert raw(d.socket, b'{"cmd": "install", "stream": true, "length": -4}\n')["code"] == "E_BAD_REQUEST"
+    assert raw(d.socket, b'{"cmd": "install", "stream": true, "length": 100}\nshort')["code"] == "E_SHORT_STREAM"
+    assert raw(d.socket, b'{"cmd": "approve", "md5": "../../etc"}\n')["code"] == "E_BAD_MD5"
+    assert raw(d.socket, b'{"cmd": "cancel"}\n')["code"] == "E_NOTHING_TO_CANCEL"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.connect(str(d.socket))  # connects and leaves without a word
+    assert d.status()["ok"] is True and d.proc.poll() is None
+    assert JobStore(r.state).latest() is None  # nothing was installed by any of it
+
+
+def test_install_streams_an_image_refuses_a_second_and_subscribers_see_it_all(daemon, rig, tmp_path):
+    r = rig()
+    r.card.image, r.card.dfu_state = None, "idle"
+    d = daemon(r)
+    seen: list[dict] = []
+    watcher = subprocess.Popen([sys.executable, "-m", "notedfu", "events", "--socket", str(d.socket), "--until",
+                                "SUCCESS", "--until", "FAILURE"], stdout=subprocess.PIPE, text=True)
+    reader = threading.Thread(target=lambda: seen.extend(json.loads(line) for line in watcher.stdout))
+    reader.start()
+    time.sleep(0.5)  # the subscription is in place
+    image = tmp_path / "big.bin"
+    image.write_bytes(padded("1.1.0", 48 * 1024))
+    first = run_cli("install", str(image), "--stream", "--socket", str(d.socket))
+    assert first.returncode == 0 and "queued" in first.stdout, first.stderr
+    second = run_cli("install", str(image), "--socket", str(d.socket))
+    assert second.returncode == ExitCode.USAGE and "E_BUSY" in second.stderr
+    watcher.wait(timeout=60)
+    reader.join()
+    job_events = seen[next(i for i, e in enumerate(seen) if e.get("status") == "START"):]  # polls said IDLE before
+    statuses = [e["status"] for e in job_events if e["type"] == "status"]
+    assert statuses == ["START", "SUCCESS"]
+    assert {e["source"] for e in job_events} == {"IPC"}
+    assert any(e["type"] == "step" and e["step"] == "flash" and (e.get("percent") or 0) > 50 for e in seen)
+    assert r.flash_file.read_bytes().startswith(image.read_bytes())
+    assert JobStore(r.state).latest().source == "IPC"
+
+
+def test_manual_policy_announces_and_installs_after_approval_over_the_socket(daemon, rig):
+    r = rig()
+    d = daemon(r, "--policy", "manual")
+    d.wait(lambda: d.status()["pending"].get("md5"))
+    pending = d.status()["pending"]
+    assert d.status()["state"] == "ready" and r.chip.writes == 0
+    shown = run_cli("status", "--socket", str(d.socket))
+    assert f"notedfu approve {pending['md5']}" in shown.stdout
+    approved = run_cli("approve", pending["md5"], "--socket", str(d.socket))
+    assert approved.returncode == 0, approved.stderr
+    d.wait(lambda: r.card.host_version == "1.1.0")
+    assert r.flash_file.read_bytes().startswith(r.offered)
+
+
+def test_cancel_stops_the_download_and_is_refused_once_the_flash_began(daemon, rig):
+    r = rig(offered=padded("1.1.0", 48 * 1024), per_kib="0.05")
+    d = daemon(r)
+    d.wait(lambda: (d.status().get("job") or {}).get("stages", {}).get("transfer", {}).get("state") == "running"
+           or (d.status().get("job") or {}).get("stages", {}).get("enter_dfu", {}).get("state") == "running")
+    cancelled = run_cli("cancel", "--socket", str(d.socket))
+    assert cancelled.returncode == 0, cancelled.stderr
+    d.wait(lambda: d.status()["last_job"] and d.status()["last_job"]["state"] == "fail")
+    job = JobStore(r.state).latest()
+    assert job.error["code"] == "E_CANCELLED" and r.chip.writes == 0
+    assert r.card.hub_mode == "continuous"
+    assert (r.state / "staging" / f"{job.md5}.json").exists()  # what was fetched is kept for a later try
+
+    r.card.stage(padded("1.1.0", 96 * 1024), "next.bin")
+    d.wait(lambda: r.chip.writes > 20)
+    too_late = run_cli("cancel", "--socket", str(d.socket))
+    assert too_late.returncode == ExitCode.USAGE and "E_TOO_LATE" in too_late.stderr
+    d.wait(lambda: r.card.host_version == "1.1.0")
+
+
+def test_sigterm_during_the_download_hands_the_card_back_and_the_next_start_continues(daemon, rig):
+    r = rig(offered=padded("1.1.0", 48 * 1024), per_kib="0.05")
+    d = daemon(r)
+    d.wait(lambda: (d.status().get("job") or {}).get("stages", {}).get("enter_dfu", {}).get("state") == "running")
+    time.sleep(0.5)
+    assert d.stop() == 0
+    assert r.card.hub_mode == "continuous" and r.chip.writes == 0
+    job = JobStore(r.state).current()
+    assert job is not None and job.state == "processing"  # persisted, not failed
+    again = daemon(r)
+    again.wait(lambda: r.card.host_version == "1.1.0")
+    assert JobStore(r.state).latest().id == job.id
+    assert r.flash_file.read_bytes().startswith(r.offered)
+
+
+def test_sigterm_during_the_flash_finishes_the_flash_first(daemon, rig):
+    r = rig(offered=padded("1.1.0", 96 * 1024))
+    d = daemon(r)
+    d.wait(lambda: r.chip.writes > 10)
+    assert d.stop() == 0
+    assert r.flash_file.read_bytes().startswith(r.offered)  # the whole image, not half of it
+    job = JobStore(r.state).current()
+    assert job.stages["flash"].state == "done" and job.stages["boot"].state == "pending"
+    assert "finishing the flash first" in d.output()
+    again = daemon(r)
+    again.wait(lambda: r.card.host_version == "1.1.0")
+
+
+def test_a_second_daemon_on_the_same_state_is_refused(daemon, rig):
+    d = daemon()
+    second = subprocess.run([sys.executable, "-m", "notedfu", "run", "--notecard", d.rig.servers[0].path,
+                             "--state-dir", str(d.rig.state), "--socket", str(d.rig.tmp / "other.sock")],
+                            capture_output=True, text=True, timeout=30)
+    assert second.returncode != 0 and "E_BUSY" in second.stderr
+    assert d.status()["ok"] is True
