@@ -4,6 +4,7 @@ the client commands (status, install, approve, cancel, events) — all against t
 from __future__ import annotations
 
 import json
+import shutil
 import os
 import signal
 import socket
@@ -15,6 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+import notedfu
 
 from conftest import run_cli
 from notedfu.errors import ExitCode
@@ -153,7 +156,9 @@ def test_install_streams_an_image_refuses_a_second_and_subscribers_see_it_all(da
     reader.join()
     job_events = seen[next(i for i, e in enumerate(seen) if e.get("status") == "START"):]  # polls said IDLE before
     statuses = [e["status"] for e in job_events if e["type"] == "status"]
-    assert statuses == ["START", "SUCCESS"]
+    assert statuses[0] == "START" and statuses[-1] == "SUCCESS" and set(statuses[1:-1]) == {"RUN"}
+    assert [e["stage"] for e in job_events if e.get("status") == "RUN"] == \
+        ["check", "verify", "flash", "boot", "confirm", "report"]  # a local image skips the card's stages
     assert {e["source"] for e in job_events} == {"IPC"}
     assert any(e["type"] == "step" and e["step"] == "flash" and (e.get("percent") or 0) > 50 for e in seen)
     assert r.flash_file.read_bytes().startswith(image.read_bytes())
@@ -229,3 +234,14 @@ def test_a_second_daemon_on_the_same_state_is_refused(daemon, rig):
                             capture_output=True, text=True, timeout=30)
     assert second.returncode != 0 and "E_BUSY" in second.stderr
     assert d.status()["ok"] is True
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze is not installed")
+def test_the_shipped_unit_file_is_valid(tmp_path):
+    unit = Path(notedfu.__file__).parent / "data" / "notedfu.service"
+    text = unit.read_text()
+    assert "Type=notify" in text and "notedfu run" in text and "WatchdogSec=" in text
+    local = tmp_path / "notedfu.service"
+    local.write_text(text.replace("/opt/notedfu/bin/notedfu", str(Path(sys.executable).parent / "notedfu")))
+    checked = subprocess.run(["systemd-analyze", "verify", str(local)], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stderr

@@ -160,7 +160,12 @@ def test_sigkill_at_every_point_then_restart_ends_in_success(rig, point):
     assert killed, f"the run never reached {point}"
     flash = r.flash_file.read_bytes()
     # Whatever the moment: the flash holds the old image, the new one, or no bootable vector table.
-    assert flash.startswith(padded("1.0.0")) or flash.startswith(r.offered) or flash[:8] == b"\xff" * 8
+    target = ("old image" if flash.startswith(padded("1.0.0")) else "new image" if flash.startswith(r.offered)
+              else "erased vector page" if flash[:8] == b"\xff" * 8 else "BOOTABLE HALF IMAGE")
+    assert target != "BOOTABLE HALF IMAGE"
+    killed_in = JobStore(r.state).current()
+    stage = killed_in.next_stage() if killed_in else "-"
+    card_mode = r.card.hub_mode
     done = r.update(*console)
     job = JobStore(r.state).latest()
     assert job.state == "success", (point, done.returncode, done.stderr, job.error)
@@ -168,3 +173,6 @@ def test_sigkill_at_every_point_then_restart_ends_in_success(rig, point):
     assert r.card.hub_mode == "continuous"
     assert r.card.host_version == "1.1.0"
     assert not (r.state / "card-mode.json").exists()
+    print(f"KILL {point:15} after the kill: stage {stage:9} card {card_mode:10} target {target:18} | after restart: "
+          f"exit {done.returncode}, job {job.state}, card {r.card.hub_mode}, target new image verified, "
+          f"version {r.card.host_version}")

@@ -245,6 +245,7 @@ class Updater:
                 raise Cancelled("cancelled on request before the target was touched")
             stage.state, stage.started = "running", time.time()
             self.store.save(job)
+            self.events.status("RUN", job=job.id, stage=name)
             result = getattr(self, f"_stage_{name}")(job)
         except NotedfuError as exc:
             name = self._blame(job, name)
