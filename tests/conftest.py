@@ -19,6 +19,8 @@ from notedfu.notecard.staging import Staging
 from notedfu.sim import registry
 from notedfu.sim.notecard import NotecardSim, card_from_options
 
+pytest_plugins = ["rig"]  # the simulated rig fixture (tests/rig.py)
+
 FAST = {"latency": "0.005", "per_kib": "0.001"}  # fast card: tests exercise logic, benches measure speed
 _names = itertools.count()
 

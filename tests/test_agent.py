@@ -12,7 +12,7 @@ from conftest import run_cli
 from notedfu.errors import ExitCode
 from notedfu.update.job import JobStore
 from notedfu.update.signature import TRAILER_SIZE
-from rig import events, needs_qemu, padded, rig, toml  # noqa: F401 - rig is a fixture
+from rig import events, needs_qemu, padded, toml
 
 
 def keypair(tmp_path):

@@ -23,7 +23,7 @@ from conftest import run_cli
 from notedfu.errors import ExitCode
 from notedfu.update.control import MAX_REQUEST, ControlClient
 from notedfu.update.job import JobStore
-from rig import padded, rig, toml  # noqa: F401 - rig is a fixture
+from rig import padded, toml
 
 
 class Daemon:

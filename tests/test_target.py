@@ -5,13 +5,11 @@ from __future__ import annotations
 import itertools
 import random
 import struct
-from pathlib import Path
 
 import pytest
 import serial
 
 from notedfu.sim import registry
-from notedfu.sim.stm32 import Stm32Sim
 from notedfu.target.an3155 import (ACK, NACK, Bootloader, TargetError, address_frame, command_frame, count_frame,
                                    data_frame, erase_frame, extended_erase_frame, stm32_crc)
 from notedfu.target.chips import CHIPS, FAMILIES, chip_for

@@ -6,9 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
-import time
-from pathlib import Path
 from typing import Callable
 
 import pytest
@@ -16,7 +13,7 @@ import pytest
 from notedfu.config import ConfigError, load_config
 from notedfu.errors import ExitCode
 from notedfu.update.job import JobStore
-from rig import events, needs_qemu, padded, rig  # noqa: F401 - rig is a fixture
+from rig import events, needs_qemu, padded
 
 @needs_qemu
 def test_full_cycle_flashes_confirms_reports_and_hands_the_card_back(rig):

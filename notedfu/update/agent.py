@@ -234,6 +234,7 @@ class Updater:
             if failure.stage == "report":
                 return self._report_pending(job, failure)
             return self._fail(job, failure)
+        self.events.status("SUCCESS", job=job.id, version=job.version)  # only once the job is saved as done
         return Outcome(job.state, job)
 
     def _stage(self, job: Job, name: str) -> None:
@@ -396,7 +397,6 @@ class Updater:
                     raise  # Notehub must hear of it: the job stays open and the next run reports
                 self.events.message(f"could not report the local install to Notehub: {exc}", "warning")
         job.state = "success"
-        self.events.status("SUCCESS", job=job.id, version=job.version)
         return result
 
     # ------------------------------------------------------------ endings
