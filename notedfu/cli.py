@@ -285,6 +285,9 @@ def cmd_sim_notecard(args: argparse.Namespace) -> int:
         pass
     finally:
         server.stop()
+        # what the host told the card, for rigs and demos to check after the fact
+        print(json.dumps({"hub_mode": card.hub_mode, "dfu": card.dfu_state, "reports": card.reports,
+                          "host_version": card.host_version}), flush=True)
     return ExitCode.OK
 
 
