@@ -190,3 +190,28 @@ def test_report_failure_keeps_the_job_open_and_the_next_run_reports(rig):
     assert done.returncode == 0, done.stderr
     assert JobStore(r.state).latest().state == "success" and r.card.host_version == "1.1.0"
     assert {"stop": True, "status": "firmware 1.1.0 installed"} in r.card.reports
+
+
+def test_serial_console_confirmation_sees_the_banner_and_times_out_without_it():
+    import os
+    import threading
+    import time
+
+    from notedfu.update.confirm import watch_console
+
+    master, slave = os.openpty()
+    console = os.ttyname(slave)
+
+    def boot_log() -> None:
+        time.sleep(0.3)
+        os.write(master, b"\r\nreset\r\nnotedfu-demo 1.1.0 booted on board\r\n")
+
+    threading.Thread(target=boot_log).start()
+    try:
+        assert watch_console(console, r"notedfu-demo 1\.1\.0 booted", timeout=5)
+        started = time.monotonic()
+        assert not watch_console(console, r"notedfu-demo 1\.2\.0 booted", timeout=0.5)
+        assert time.monotonic() - started >= 0.5
+    finally:
+        os.close(master)
+        os.close(slave)
