@@ -137,10 +137,6 @@ def _staging(args: argparse.Namespace):
     return Staging(args.state_dir or default_state_dir())
 
 
-def _copy_atomic(source: Path, dest: Path) -> None:
-    write_atomic(dest, source)
-
-
 def write_atomic(dest: Path, content: Path | bytes) -> None:
     """Replace ``dest`` with a file's copy or with bytes, so that readers see the old or the new file."""
     dest = dest.resolve()
@@ -225,7 +221,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     finally:
         close()
     if args.output:
-        _copy_atomic(result.path, args.output)
+        write_atomic(args.output, result.path)
     summary = {"path": str(result.path), "output": str(args.output) if args.output else None,
                "length": result.image.length, "md5": result.image.md5, "crc32": result.image.crc32,
                "version": result.image.version, "resumed_from": result.resumed_from, "chunks": result.chunks,

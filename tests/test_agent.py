@@ -52,7 +52,8 @@ def test_with_a_key_configured_a_badly_signed_image_never_reaches_the_target(rig
     if how == "unsigned":
         image = padded("1.1.0")
     elif how == "other key":
-        other, _ = keypair(tmp_path / "other") if (tmp_path / "other").mkdir() is None else (None, None)
+        (tmp_path / "other").mkdir()
+        other, _ = keypair(tmp_path / "other")
         image = signed(tmp_path, other, padded("1.1.0"))
     else:
         good = bytearray(signed(tmp_path, key, padded("1.1.0")))

@@ -196,17 +196,13 @@ def cmd_approve(args: argparse.Namespace) -> int:
     """``notedfu approve MD5``: through the daemon, or straight into the state directory."""
     client = _client(args)
     if client.available():
-        answer = _answer(client.request({"cmd": "approve", "md5": args.md5}))
-        print(f"approved {answer['md5']}" + (f" ({answer['note']})" if answer.get("note") else ""))
-        return ExitCode.OK
-    from notedfu.notecard.staging import default_state_dir
-    from notedfu.update.job import JobStore
+        note = _answer(client.request({"cmd": "approve", "md5": args.md5}))["note"]
+    else:
+        from notedfu.notecard.staging import default_state_dir
+        from notedfu.update.job import JobStore
 
-    store = JobStore(args.state_dir or default_state_dir())
-    store.approve(args.md5)
-    pending = store.pending().get("md5")
-    print(f"approved {args.md5.lower()}" + ("" if pending == args.md5.lower() else
-                                             " (no image with this MD5 waits now; kept for when one does)"))
+        note = JobStore(args.state_dir or default_state_dir()).approve(args.md5)
+    print(f"approved {args.md5.lower()}" + (f" ({note})" if note else ""))
     return ExitCode.OK
 
 

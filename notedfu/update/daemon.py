@@ -21,6 +21,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from filelock import Timeout
+
+from notedfu.checksums import md5_hex
 from notedfu.config import Config
 from notedfu.errors import ExitCode, Interrupted, NotedfuError
 from notedfu.events import Events
@@ -53,7 +56,7 @@ class Daemon:
         lock = self.updater.staging.lock
         try:
             lock.acquire(timeout=0)
-        except Exception:  # filelock.Timeout
+        except Timeout:
             raise NotedfuError(f"another notedfu is using {self.updater.staging.root}", code="E_BUSY") from None
         server = None
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -183,8 +186,6 @@ class Daemon:
                 raise ControlError(f"busy: {busy}", code="E_BUSY")
             self._queued = image
         self._wake.set()
-        from notedfu.checksums import md5_hex
-
         return {"ok": True, "queued": True, "md5": md5_hex(image.data), "length": len(image.data)}
 
     def _cmd_approve(self, request: dict[str, Any], connection: Connection) -> dict[str, Any]:
@@ -192,14 +193,11 @@ class Daemon:
         if not isinstance(md5, str):
             raise ControlError('approve: give the image\'s "md5"')
         try:
-            self.store.approve(md5)
+            note = self.store.approve(md5)
         except NotedfuError as exc:
             raise ControlError(exc.message, code=exc.code) from None
-        pending = self.store.pending().get("md5")
         self._wake.set()
-        return {"ok": True, "md5": md5.lower(), "pending": pending,
-                "note": "" if pending == md5.lower() else "no image with this MD5 waits now; the approval is kept "
-                                                          "for when one does"}
+        return {"ok": True, "md5": md5.lower(), "note": note}
 
     def _cmd_cancel(self, request: dict[str, Any], connection: Connection) -> dict[str, Any]:
         job = self.updater.job

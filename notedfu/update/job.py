@@ -144,14 +144,17 @@ class JobStore:
         """Nothing waits for approval any more."""
         self.pending_path.unlink(missing_ok=True)
 
-    def approve(self, md5: str) -> None:
-        """Let the image with this MD5 (and no other) be installed."""
+    def approve(self, md5: str) -> str:
+        """Let the image with this MD5 (and no other) be installed; return a note for the user, or ``""``."""
         md5 = md5.lower()
         if not _MD5.match(md5):
             raise UsageError(f"not an image MD5: {md5!r} (32 hex digits, as `notedfu status` shows)",
                              code="E_BAD_MD5")
         self.approved_dir.mkdir(exist_ok=True)
         write_json_atomic(self.approved_dir / md5, {"md5": md5, "time": time.time()})
+        if self.pending().get("md5") == md5:
+            return ""
+        return "no image with this MD5 waits now; the approval is kept for when one does"
 
     def take_approval(self, md5: str) -> bool:
         """Whether this image is approved; the approval is used up."""
@@ -160,7 +163,3 @@ class JobStore:
             return False
         path.unlink()
         return True
-
-    def is_approved(self, md5: str) -> bool:
-        """Whether an approval for this image is on file."""
-        return (self.approved_dir / md5).exists()
