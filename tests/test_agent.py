@@ -170,6 +170,22 @@ def test_a_failing_stage_ends_the_job_cleanly(rig, tmp_path, stage, card_opts, c
     assert any(rep.get("err", "").startswith(job.error["code"]) for rep in r.card.reports)
 
 
+def test_a_card_that_cannot_be_handed_back_at_exit_dfu_is_handed_back_before_the_report(rig):
+    r = rig(fault=["nohandback+"])  # from the first chunk on, hub.set cannot take the card out of DFU mode
+    done = r.update("--timeout", "2")
+    assert done.returncode in (ExitCode.LINK, ExitCode.CARD), done.stderr
+    assert any("could not hand the Notecard back" in e.get("text", "") for e in events(done.stdout))
+    assert r.flash_file.read_bytes().startswith(r.offered)  # the verified image was flashed all the same
+    job = JobStore(r.state).current()
+    assert job is not None and job.stages["exit_dfu"].state == "done" and job.stages["report"].state == "error"
+    assert r.card.hub_mode == "dfu" and (r.state / "card-mode.json").exists()
+    r.card.config.faults.clear()  # the card recovers
+    again = r.update()
+    assert again.returncode == 0, again.stderr
+    assert r.card.hub_mode == "continuous" and not (r.state / "card-mode.json").exists()
+    assert JobStore(r.state).latest().state == "success" and r.card.host_version == "1.1.0"
+
+
 @needs_qemu
 def test_report_failure_keeps_the_job_open_and_the_next_run_reports(rig):
     r = rig()

@@ -21,11 +21,15 @@ FAULT_KINDS: dict[str, str] = {
     "garbage": "a line of garbage before the answer",
     "badb64": "the payload is not valid base64",
     "nonewline": "the answer never ends (no newline)",
+    "nohandback": "once N data requests were served, hub.set cannot take the card out of DFU mode ({io})",
 }
 """Every fault kind, with what it does."""
 
 DATA_FAULTS = frozenset({"md5", "truncate", "badb64", "drop", "corrupt", "nonewline"})
 """Faults that damage the data itself (in binary mode: the card.binary.get answer)."""
+
+MODE_FAULTS = frozenset({"nohandback"})
+"""Faults that hit hub.set rather than a data request."""
 
 _SPEC = re.compile(r"^(?P<kind>[a-z0-9]+)(?:@(?P<at>\d+))?(?P<repeat>\+)?$")
 

@@ -23,7 +23,7 @@ from typing import Any
 from notedfu.checksums import crc32, md5_hex
 from notedfu.cobs import cobs_encode
 from notedfu.target.image import firmware_info
-from notedfu.sim.faults import DATA_FAULTS, Fault, parse_faults
+from notedfu.sim.faults import DATA_FAULTS, MODE_FAULTS, Fault, parse_faults
 from notedfu.sim.timing import PROFILES, LinkProfile, profile
 
 HUB_MODES = ("periodic", "continuous", "minimum", "off")
@@ -243,6 +243,8 @@ class NotecardSim:
                 self.dfu_entered_at = now
                 self.hub_mode = "dfu"
             self.dfu_renewed_at = now
+        elif self.hub_mode == "dfu" and self._stuck_in_dfu():
+            return {"err": "hub.set: cannot leave DFU mode: external storage busy {io}"}
         elif mode == "dfu-completed":
             if self.hub_mode == "dfu":
                 self.hub_mode = self.mode_before_dfu
@@ -383,9 +385,16 @@ class NotecardSim:
         return {"name": self.card_dfu.get("name", "-"), "on": bool(self.card_dfu.get("on", False))}
 
     # ------------------------------------------------------------ faults
+    def _stuck_in_dfu(self) -> bool:
+        for fault in self.config.faults:
+            if fault.kind == "nohandback" and self.data_requests >= fault.at and (fault.repeat or not fault.fired):
+                fault.fired += 1
+                return True
+        return False
+
     def _take_fault(self) -> str | None:
         for fault in self.config.faults:
-            if fault.due(self.data_requests):
+            if fault.kind not in MODE_FAULTS and fault.due(self.data_requests):
                 fault.fired += 1
                 return fault.kind
         return None

@@ -263,8 +263,10 @@ class Updater:
         if name not in DOWNLOAD_STAGES or self._download_step not in DOWNLOAD_STAGES:
             return name
         failed = self._download_step
-        for earlier in DOWNLOAD_STAGES[DOWNLOAD_STAGES.index(name):DOWNLOAD_STAGES.index(failed)]:
-            job.stages[earlier].state = "done"
+        for stage in DOWNLOAD_STAGES:
+            if stage == failed:
+                break
+            job.stages[stage].state = "done"
         return failed
 
     def _watch(self, event: dict[str, Any]) -> None:
@@ -275,6 +277,12 @@ class Updater:
         """
         if event["type"] == "step" and event["step"] in ("enter_dfu", "transfer", "verify"):
             self._download_step = event["step"]
+            job = self.job
+            if event["step"] == "transfer" and job is not None and job.stages["transfer"].state == "pending":
+                # The card is in DFU mode: the job file says so, so that a status or a restart sees "transfer".
+                job.stages["enter_dfu"].state, job.stages["enter_dfu"].ended = "done", time.time()
+                job.stages["transfer"].state, job.stages["transfer"].started = "running", time.time()
+                self.store.save(job)
         if (self.cancel_requested.is_set() and not self.flashing and event["type"] == "step"
                 and event["step"] in ("enter_dfu", "transfer", "verify")):
             self.cancel_requested.clear()
@@ -388,6 +396,7 @@ class Updater:
         else:
             self.events.step("report", "reporting to Notehub")
             try:
+                self.downloader.repair_card_mode()  # if exit_dfu could not hand the card back, now it can
                 if job.source == "NOTECARD":
                     self._report_stop(job, ok=True, text=f"firmware {job.version or job.md5} installed")
                 if job.version:
