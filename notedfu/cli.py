@@ -63,6 +63,20 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--base64", action="store_true", help="do not use the binary mode even if offered")
     fetch.set_defaults(run=cmd_fetch)
 
+    sideload = sub.add_parser("sideload", help="put an image onto the Notecard (dfu.put), as if Notehub had "
+                                               "delivered it: for rigs and benches without Notehub")
+    sideload.add_argument("image", type=Path, help="the host firmware image (.bin)")
+    _add_notecard_options(sideload)
+    sideload.add_argument("--json", action="store_true", help="JSON-lines events on stdout")
+    sideload.add_argument("--base64", action="store_true", help="do not use the binary mode even if offered")
+    sideload.add_argument("--chunk", type=int, metavar="N", help="at most N bytes per dfu.put "
+                                                                "(default: what the card asks for)")
+    sideload.add_argument("--no-set-time", action="store_true",
+                          help="fail instead of giving a card that has no time the host's clock")
+    sideload.add_argument("--ready-timeout", type=float, default=120.0, metavar="S",
+                          help="how long DFU mode may take to become active (default 120)")
+    sideload.set_defaults(run=cmd_sideload)
+
     dfu = sub.add_parser("dfu", help="the Notecard's download policy: on, off, or a battery rule (vvalue)")
     dfu.add_argument("action", choices=("on", "off", "vvalue"))
     dfu.add_argument("rule", nargs="?", help="for vvalue: e.g. 'usb:1;high:1;normal:0;low:0;dead:0'")
@@ -236,6 +250,44 @@ def cmd_fetch(args: argparse.Namespace) -> int:
         print(f"fetched {result.image.source or result.image.md5}: {result.image.length} bytes, md5 "
               f"{result.image.md5}, {how}; Notecard back in '{result.card_mode}'")
         print(f"staged at {result.path}" + (f", copied to {args.output}" if args.output else ""))
+    return ExitCode.OK
+
+
+def cmd_sideload(args: argparse.Namespace) -> int:
+    """``notedfu sideload IMAGE``."""
+    from filelock import Timeout
+
+    from notedfu.notecard.sideload import SideloadOptions, Sideloader
+
+    try:
+        image = args.image.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {args.image}: {exc.strerror}", code="E_IMAGE_FILE") from exc
+    if args.chunk is not None and args.chunk < 1:
+        raise UsageError("--chunk must be at least 1")
+    events, close = events_for(args, source="LOCAL")
+    staging = _staging(args)
+    options = SideloadOptions(binary=False if args.base64 else None, chunk=args.chunk,
+                              set_time=not args.no_set_time, ready_timeout=args.ready_timeout)
+    try:
+        with staging.lock.acquire(timeout=0):  # the card's saved mode lives in the state directory
+            events.status("START")
+            result = Sideloader(_open(args), staging, events, options).sideload(image, args.image.name)
+    except Timeout:
+        raise NotedfuError(f"another notedfu is using {staging.root}", code="E_BUSY") from None
+    finally:
+        close()
+    summary = {"image": str(args.image), "length": result.length, "md5": result.md5, "crc32": result.crc32,
+               "version": result.version, "chunks": result.chunks, "chunk_size": result.chunk_size,
+               "binary": result.binary, "seconds": round(result.seconds, 3), "card_mode": result.card_mode,
+               "clock_set": result.clock_set}
+    if args.json:
+        events.status("SUCCESS", result=summary)
+    else:
+        print(f"side-loaded {args.image.name}: {result.length} bytes, md5 {result.md5}"
+              + (f", version {result.version}" if result.version else "")
+              + f", {result.chunks} chunk(s) of {result.chunk_size} ({'binary' if result.binary else 'base64'})"
+              + f" in {result.seconds:.1f} s; the Notecard offers it, back in '{result.card_mode}'")
     return ExitCode.OK
 
 

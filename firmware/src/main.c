@@ -1,4 +1,8 @@
-/* notedfu demo firmware: prints a version banner on USART1 and idles.
+/* notedfu demo firmware: prints a version banner on USART1, again every two seconds.
+ *
+ * The banner repeats because on most rigs the console is the bootloader's own
+ * USART: the host can only start listening after it has started the
+ * application, and would miss a banner printed once.
  *
  * The image carries `firmware::info:{…}`, the JSON Notehub reads from host
  * firmware, and notedfu reads it too (version checks, the banner to expect).
@@ -39,11 +43,18 @@ static void console_write(const char *text)
     }
 }
 
+/* About `seconds` of busy waiting: subs + a taken bne cost 3 cycles on a Cortex-M3. */
+static void spin(uint32_t seconds)
+{
+    uint32_t loops = seconds * (CPU_HZ / 3u);
+    __asm__ volatile("1: subs %0, %0, #1\n\tbne 1b" : "+r"(loops));
+}
+
 int main(void)
 {
     console_init();
-    console_write("notedfu-demo " FW_VERSION " booted on " BOARD_NAME "\r\n");
     for (;;) {
-        __asm__ volatile("wfi");
+        console_write("notedfu-demo " FW_VERSION " booted on " BOARD_NAME "\r\n");
+        spin(2);
     }
 }

@@ -9,10 +9,11 @@ card's ``{tags}`` parsed, so callers decide on tags, not on message text.
 from __future__ import annotations
 
 import re
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 from notedfu.checksums import md5_hex
-from notedfu.cobs import CobsError, cobs_decode
+from notedfu.cobs import CobsError, cobs_decode, cobs_encode
 from notedfu.errors import BadResponseError, CardError, IntegrityError, LinkError, NotedfuError
 
 _TAG = re.compile(r"\{([a-z0-9-]+)\}")
@@ -73,29 +74,44 @@ class CardClient:
             raise CardRequestError(name, str(rsp["err"]))
         return rsp
 
+    @contextmanager
+    def _binary_exchange(self, name: str) -> Iterator[Any]:
+        """Hold the card for a request whose raw bytes follow it; any failure forces a resync,
+        since unread (or half-sent) binary bytes may still be on the link."""
+        card = self.card
+        try:
+            card.lock()
+            try:
+                yield card
+            finally:
+                card.unlock()
+        except NotedfuError:
+            card._reset_required = True
+            raise
+        except Exception as exc:
+            card._reset_required = True
+            raise LinkError(f"{name}: no valid answer ({exc})", code="E_NOTECARD_IO") from exc
+        except BaseException:  # KeyboardInterrupt, SystemExit
+            card._reset_required = True
+            raise
+
     def binary_get(self, length: int, expected_md5: str | None = None) -> bytes:
         """Read ``length`` bytes from the card's binary store (``card.binary.get``).
 
         The data follows the JSON answer as one COBS-encoded line of the length
         the answer announces; the md5 the card sends is checked, and
-        ``expected_md5`` too when given. Any failure leaves the link marked for
-        a resync, since unread binary bytes may still be on their way.
+        ``expected_md5`` too when given.
         """
-        card = self.card
-        try:
-            card.lock()
-            try:
-                rsp = card.Transaction({"req": "card.binary.get", "offset": 0, "length": length}, lock=False)
-                if not isinstance(rsp, dict):
-                    raise BadResponseError("card.binary.get: answer is not a JSON object")
-                if "err" in rsp:
-                    raise CardRequestError("card.binary.get", str(rsp["err"]))
-                size = rsp.get("cobs")
-                if not isinstance(size, int) or isinstance(size, bool) or not 0 < size <= 2 * length + 16:
-                    raise BadResponseError(f"card.binary.get: bad cobs length {size!r}", code="E_BAD_RESPONSE")
-                encoded = card.receive_count(size + 1)
-            finally:
-                card.unlock()
+        with self._binary_exchange("card.binary.get") as card:
+            rsp = card.Transaction({"req": "card.binary.get", "offset": 0, "length": length}, lock=False)
+            if not isinstance(rsp, dict):
+                raise BadResponseError("card.binary.get: answer is not a JSON object")
+            if "err" in rsp:
+                raise CardRequestError("card.binary.get", str(rsp["err"]))
+            size = rsp.get("cobs")
+            if not isinstance(size, int) or isinstance(size, bool) or not 0 < size <= 2 * length + 16:
+                raise BadResponseError(f"card.binary.get: bad cobs length {size!r}", code="E_BAD_RESPONSE")
+            encoded = card.receive_count(size + 1)
             if not encoded.endswith(b"\n"):
                 raise IntegrityError("card.binary.get: binary data does not end where announced",
                                      code="E_CHUNK_ENCODING")
@@ -103,18 +119,30 @@ class CardClient:
                 data = cobs_decode(encoded[:-1])
             except CobsError as exc:
                 raise IntegrityError(f"card.binary.get: bad COBS data ({exc})", code="E_CHUNK_ENCODING") from exc
-        except NotedfuError:
-            card._reset_required = True
-            raise
-        except BaseException as exc:
-            card._reset_required = True
-            if not isinstance(exc, Exception):
-                raise  # KeyboardInterrupt, SystemExit
-            raise LinkError(f"card.binary.get: no valid answer ({exc})", code="E_NOTECARD_IO") from exc
         digest = md5_hex(data)
         if digest != rsp.get("status") or (expected_md5 and digest != expected_md5):
             raise IntegrityError("card.binary.get: data does not match its md5", code="E_CHUNK_MD5")
         return data
+
+    def binary_put(self, data: bytes) -> None:
+        """Fill the card's binary store with ``data`` (``card.binary.put``), then check what it holds.
+
+        The COBS bytes follow the request's answer unpaced, as note-c and
+        note-python send them: the card takes them straight into its binary
+        store, not through its line buffer.
+        """
+        encoded = cobs_encode(data) + b"\n"
+        digest = md5_hex(data)
+        with self._binary_exchange("card.binary.put") as card:
+            rsp = card.Transaction({"req": "card.binary.put", "cobs": len(encoded) - 1, "status": digest},
+                                   lock=False)
+            if isinstance(rsp, dict) and "err" in rsp:
+                raise CardRequestError("card.binary.put", str(rsp["err"]))
+            card.transmit(encoded, delay=False)
+        held = self.request({"req": "card.binary"})
+        if held.get("length") != len(data) or held.get("status", digest) != digest:
+            raise IntegrityError(f"card.binary.put: the card holds {held.get('length')} bytes, not the "
+                                 f"{len(data)} sent", code="E_CHUNK_LENGTH")
 
     def force_resync(self) -> None:
         """Make the next request start with note-python's reset handshake."""

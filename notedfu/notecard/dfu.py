@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from notedfu.checksums import file_digests, md5_hex
-from notedfu.errors import (BadResponseError, IntegrityError, LinkError, NotedfuError, NotReadyError)
+from notedfu.errors import (BadResponseError, IntegrityError, LinkError, NotReadyError)
 from notedfu.events import Events
 from notedfu.notecard.client import CardClient, CardRequestError
+from notedfu.notecard.mode import CardMode
 from notedfu.notecard.staging import Journal, Staging
 
 MAX_IMAGE_BYTES = 16 * 1024 * 1024  # the Notecard holds ≤ 1.5 MB; anything near this is a lie
@@ -106,7 +107,7 @@ class Downloader:
         self.staging = staging
         self.events = events or Events()
         self.options = options or FetchOptions()
-        self._last_renew = 0.0
+        self.mode = CardMode(client, staging, self.events)
 
     # ------------------------------------------------------------ public
     def dfu_status(self) -> dict[str, Any]:
@@ -115,22 +116,11 @@ class Downloader:
 
     def hub_mode(self) -> str:
         """The card's current hub mode."""
-        mode = self.client.request({"req": "hub.get"}).get("mode")
-        if not isinstance(mode, str):
-            raise BadResponseError("hub.get: no mode in the answer", code="E_BAD_RESPONSE")
-        return mode
+        return self.mode.current()
 
     def repair_card_mode(self) -> str | None:
         """Hand the card back if a crashed agent left it in DFU mode; return the mode set."""
-        saved = self.staging.saved_card_mode()
-        if saved is None:
-            return None
-        if self.hub_mode() == "dfu":
-            self.events.message(f"the Notecard was left in DFU mode by an interrupted run: restoring '{saved}'",
-                                "warning")
-            self._set_mode(saved)
-        self.staging.clear_card_mode()
-        return saved
+        return self.mode.repair()
 
     def fetch(self) -> FetchResult:
         """Download, verify and stage the image the card offers."""
@@ -154,11 +144,7 @@ class Downloader:
             self.events.message(f"image {image.md5} is already staged and verified")
             return result
 
-        saved = self.staging.saved_card_mode()
-        current = self.hub_mode()
-        if saved is None and current != "dfu":
-            saved = current
-            self.staging.save_card_mode(saved)
+        saved = self.mode.remember()
         try:
             self.events.step("enter_dfu", "switching the Notecard to DFU mode")
             self._enter_dfu()
@@ -169,44 +155,13 @@ class Downloader:
             result.path = self._verify(journal)
         finally:
             self.events.step("exit_dfu", "handing the Notecard back")
-            result.card_mode = self._restore(saved)
+            result.card_mode = self.mode.hand_back(saved)
         result.seconds = time.monotonic() - started
         return result
 
-    # ------------------------------------------------------------ card mode
-    def _set_mode(self, mode: str) -> None:
-        self.client.request({"req": "hub.set", "mode": mode})
-
     def _enter_dfu(self) -> None:
-        self._set_mode("dfu")
-        self._last_renew = time.monotonic()
-        deadline = time.monotonic() + self.options.ready_timeout
-        while True:
-            try:
-                self.client.request({"req": "dfu.get", "length": 0})
-                return
-            except CardRequestError as exc:
-                if exc.code == "E_DFU_MODE_LOST":  # dropped out between set and probe: ask again
-                    self._set_mode("dfu")
-                elif exc.code != "E_DFU_NOT_READY":
-                    raise
-            if time.monotonic() > deadline:
-                raise NotReadyError(f"DFU mode did not become active within {self.options.ready_timeout:g} s",
-                                    code="E_DFU_NOT_READY")
-            time.sleep(self.options.ready_poll)
-
-    def _restore(self, saved: str | None) -> str:
-        """Hand the card back; on failure keep card-mode.json so the next start repairs it."""
-        target = saved or "dfu-completed"
-        try:
-            self._set_mode(target)
-            mode = self.hub_mode()
-        except NotedfuError as exc:
-            self.events.message(f"could not hand the Notecard back ({exc}); the next run will", "error")
-            return "dfu"
-        if saved is not None:
-            self.staging.clear_card_mode()
-        return mode
+        self.mode.wait_until_ready({"req": "dfu.get", "length": 0}, self.options.ready_timeout,
+                                   self.options.ready_poll)
 
     # ------------------------------------------------------------ transfer
     def _binary_capacity(self) -> int:
@@ -232,9 +187,8 @@ class Downloader:
         t0, bytes0 = time.monotonic(), offset
         try:
             while offset < journal.length:
-                if time.monotonic() - self._last_renew > self.options.renew_seconds:
-                    self._set_mode("dfu")  # restarts the card's 15-minute DFU timer
-                    self._last_renew = time.monotonic()
+                if time.monotonic() - self.mode.entered_at > self.options.renew_seconds:
+                    self.mode.set("dfu")  # restarts the card's 15-minute DFU timer
                 length = min(chunk, journal.length - offset)
                 try:
                     data, binary = self._get_chunk(offset, length, binary)

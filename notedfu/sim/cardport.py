@@ -17,6 +17,9 @@ from notedfu.sim.timing import LinkProfile, PacedOutputMixin, PacedQueue
 BURST_GAP = 0.1
 """A host pause this long lets the card empty its input buffer (segment pacing)."""
 
+BINARY_TIMEOUT = 1.0
+"""After ``card.binary.put``, a pause this long in the announced binary data abandons it."""
+
 
 class CardPort(PacedOutputMixin):
     """One host connection to a simulated card, in wire time."""
@@ -34,6 +37,8 @@ class CardPort(PacedOutputMixin):
         self._last_write = float("-inf")
         self._in_wire_free = 0.0
         self._card_free_at = 0.0
+        self._binary_left = 0  # raw bytes still due after a card.binary.put
+        self._binary = bytearray()
         self.bytes_in = 0
         self.bytes_out = 0
         self.overflows = 0
@@ -47,9 +52,16 @@ class CardPort(PacedOutputMixin):
             self.bytes_in += len(data)
             if now - self._last_write > BURST_GAP:
                 self._burst = 0
+            if self._binary_left and now - self._last_write > BINARY_TIMEOUT:
+                self._binary_left = 0  # the host gave up on the binary data it announced
+                self.card.receive_binary(bytes(self._binary))
+                self._binary.clear()
             self._last_write = now
             start = 0
             while start < len(data):
+                if self._binary_left:
+                    start = self._take_binary(data, start)
+                    continue
                 end = data.find(b"\n", start)
                 piece = data[start:] if end < 0 else data[start:end]
                 self._take(piece)
@@ -57,6 +69,16 @@ class CardPort(PacedOutputMixin):
                     break
                 self._complete(arrived)
                 start = end + 1
+
+    def _take_binary(self, data: bytes, start: int) -> int:
+        """Raw bytes announced by ``card.binary.put``: they bypass the line buffer (the card DMAs them)."""
+        piece = data[start:start + self._binary_left]
+        self._binary += piece
+        self._binary_left -= len(piece)
+        if not self._binary_left:
+            self.card.receive_binary(bytes(self._binary))
+            self._binary.clear()
+        return start + len(piece)
 
     def _take(self, piece: bytes) -> None:
         room = max(0, INPUT_BUFFER - self._burst)
@@ -81,6 +103,7 @@ class CardPort(PacedOutputMixin):
         else:
             reply = self.card.handle(line, at)
             reply_data, seconds, restarted = reply.data, reply.card_seconds, reply.restarted
+            self._binary_left = reply.binary_follows
         if restarted:
             self.output.clear()
             self._line.clear()

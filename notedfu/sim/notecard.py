@@ -7,7 +7,11 @@ a byte stream with the timing model, and :mod:`notedfu.sim.i2c` on a bus.
 
 Behaviour follows the Notecard API reference (``dfu.status``, ``hub.set``,
 ``dfu.get``, ``card.binary``) and what note-c / note-python expect on the wire
-(the ``"crc":"SSSS:CCCCCCCC"`` field, ``\\r\\n``-terminated responses).
+(the ``"crc":"SSSS:CCCCCCCC"`` field, ``\\r\\n``-terminated responses). Side-loading
+(``dfu.put``, ``card.binary.put``, ``card.time``) follows what Blues' note-cli
+sends for ``notecard -sideload``: a ``body`` with the image's metadata, then
+chunks at increasing offsets (base64 ``payload``, or ``binary:true`` after a
+``card.binary.put``), each with the md5 of its bytes as ``status``.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from notedfu.checksums import crc32, md5_hex
-from notedfu.cobs import cobs_encode
+from notedfu.cobs import CobsError, cobs_decode, cobs_encode
 from notedfu.target.image import firmware_info
 from notedfu.sim.faults import DATA_FAULTS, MODE_FAULTS, Fault, parse_faults
 from notedfu.sim.timing import PROFILES, LinkProfile, profile
@@ -30,6 +34,8 @@ HUB_MODES = ("periodic", "continuous", "minimum", "off")
 DEFAULT_HUB_MODE = "periodic"
 BINARY_MAX = 130554  # card.binary capacity, as in the notecard-schema sample
 INPUT_BUFFER = 1500  # the card's serial input buffer, bytes
+DFU_STORAGE = 1536 * 1024  # the card's host-firmware storage, bytes
+SIDELOAD_CHUNK = 4096  # the chunk dfu.put asks for in base64 mode
 
 ERR_NOT_DFU = "not currently in the DFU operating mode (see hub.set) {hub-mode}"
 ERR_NOT_READY = "DFU mode is not yet fully active: starting communications {wait-module} {connecting} {dfu-not-ready}"
@@ -49,6 +55,8 @@ class SimConfig:
     dfu_timeout: float = 15 * 60  # DFU mode ends this long after the last hub.set dfu
     max_chunk: int = 8192  # largest dfu.get length the card serves
     binary: bool = True  # firmware with card.binary and dfu.get binary:true
+    clock_set: bool = True  # the card knows the time (it has synced once); dfu.put needs it
+    snappy: bool = False  # old firmware that asks dfu.put payloads to be snappy-compressed
     faults: list[Fault] = field(default_factory=list)
 
     @classmethod
@@ -74,8 +82,9 @@ class SimConfig:
             if mode not in HUB_MODES:
                 raise ValueError(f"mode must be one of {', '.join(HUB_MODES)}, not {mode!r}")
             config.hub_mode = mode
-        if (binary := one("binary")) is not None:
-            config.binary = binary.lower() in ("1", "true", "yes", "on")
+        for key, attr in (("binary", "binary"), ("time", "clock_set"), ("snappy", "snappy")):
+            if (flag := one(key)) is not None:
+                setattr(config, attr, flag.lower() in ("1", "true", "yes", "on"))
         faults = opts.get("fault")
         config.faults = parse_faults(faults if isinstance(faults, list) else ([faults] if faults else []))
         return config
@@ -88,6 +97,7 @@ class Reply:
     data: bytes = b""
     card_seconds: float = 0.0
     restarted: bool = False  # the card rebooted: drop anything queued
+    binary_follows: int = 0  # card.binary.put: this many raw bytes (COBS + newline) come next
 
 
 def add_crc(text: str, seq: int) -> str:
@@ -124,6 +134,12 @@ class NotecardSim:
         self.vvalue: str | None = None
         self.card_dfu: dict[str, Any] = {}
         self.binary_store = b""
+        self.binary_error = ""  # why the last card.binary.put was rejected ({bad-bin})
+        self._binary_put: dict[str, Any] = {}
+        self.time_set = self.config.clock_set  # card.time answers with the time once it has one
+        self.sideload: dict[str, Any] | None = None  # metadata of an image being received by dfu.put
+        self.sideload_data = bytearray()
+        self.put_busy_until = 0.0
         self.image: bytes | None = None
         self.meta: dict[str, Any] = {}
         self.dfu_state = "idle"
@@ -217,7 +233,8 @@ class NotecardSim:
     def _expire(self, now: float) -> None:
         if self.hub_mode == "dfu" and now - self.dfu_renewed_at > self.config.dfu_timeout:
             self.hub_mode = self.mode_before_dfu
-        if self.dfu_state == "downloading" and now - self.download_started >= self.config.download_seconds:
+        if (self.dfu_state == "downloading" and self.sideload is None
+                and now - self.download_started >= self.config.download_seconds):
             self.dfu_state = "ready"
 
     def restart(self) -> None:
@@ -227,6 +244,7 @@ class NotecardSim:
             self.hub_mode = self.mode_before_dfu
         self.binary_store = b""
         self._armed = None
+        self.sideload = None  # a side-load in progress must start again
 
     # ------------------------------------------------------------ requests
     def _req_hub_get(self, req: dict, now: float) -> dict:
@@ -336,12 +354,121 @@ class NotecardSim:
         if not self.config.binary:
             return {"err": "unknown request: card.binary {io}{not-supported}"}
         if req.get("delete") is True:
-            self.binary_store = b""
+            self.binary_store, self.binary_error = b"", ""
+        if self.binary_error:
+            return {"err": f"{self.binary_error} {{bad-bin}}"}
         rsp: dict[str, Any] = {"max": BINARY_MAX}
         if self.binary_store:
             rsp.update(length=len(self.binary_store), cobs=len(cobs_encode(self.binary_store)),
                        status=md5_hex(self.binary_store))
         return rsp
+
+    def _req_card_binary_put(self, req: dict, now: float) -> dict | Reply:
+        if not self.config.binary:
+            return {"err": "unknown request: card.binary.put {io}{not-supported}"}
+        size, offset = req.get("cobs"), req.get("offset", 0)
+        if not isinstance(size, int) or isinstance(size, bool) or not 0 < size <= 2 * BINARY_MAX:
+            return {"err": "card.binary.put: cobs must be the encoded length {bad-bin}"}
+        if not isinstance(offset, int) or offset != (len(self.binary_store) if offset else 0):
+            return {"err": "card.binary.put: offset must be where the binary store ends {bad-bin}"}
+        self._binary_put = {"offset": offset, "status": req.get("status")}
+        reply = self._reply({})
+        reply.binary_follows = size + 1
+        return reply
+
+    def receive_binary(self, wire: bytes) -> None:
+        """The raw bytes announced by ``card.binary.put``: COBS data and its newline."""
+        put, self._binary_put = self._binary_put, {}
+        self.binary_error = ""
+        try:
+            if not wire.endswith(b"\n"):
+                raise CobsError("the data does not end where announced")
+            data = cobs_decode(wire[:-1])
+        except CobsError as exc:
+            self.binary_store, self.binary_error = b"", f"binary data is not valid COBS ({exc})"
+            return
+        if isinstance(put.get("status"), str) and md5_hex(data) != put["status"]:
+            self.binary_store, self.binary_error = b"", "binary data does not match its md5"
+            return
+        if put.get("offset", 0) + len(data) > BINARY_MAX:
+            self.binary_store, self.binary_error = b"", "binary data exceeds the binary store"
+            return
+        self.binary_store = self.binary_store[:put.get("offset", 0)] + data
+
+    def _req_card_time(self, req: dict, now: float) -> dict:
+        if isinstance(req.get("time"), int) and not self.time_set:
+            self.time_set = True  # the time can be set once, while the card has none
+        if not self.time_set:
+            return {"zone": "UTC,Unknown"}
+        return {"time": int(time.time()), "zone": "UTC,Unknown", "minutes": 0}
+
+    def _req_dfu_put(self, req: dict, now: float) -> dict | Reply:
+        if self.hub_mode != "dfu":
+            return {"err": ERR_NOT_DFU}
+        if now - self.dfu_entered_at < self.config.ready_delay:
+            return {"err": ERR_NOT_READY}
+        if "body" in req:
+            return self._sideload_begin(req["body"])
+        if "offset" in req or "length" in req:
+            return self._sideload_chunk(req, now)
+        return {"pending": True} if now < self.put_busy_until else {}
+
+    def _sideload_begin(self, body: Any) -> dict:
+        if not self.time_set:
+            return {"err": "dfu.put: the card's time is not set (card.time) {no-time}"}
+        if not isinstance(body, dict):
+            return {"err": "dfu.put: body must be an object {bad-body}"}
+        length, md5, crc = body.get("length"), body.get("md5"), body.get("crc32")
+        if not isinstance(length, int) or isinstance(length, bool) or not 0 < length <= DFU_STORAGE:
+            return {"err": f"dfu.put: length must be 1..{DFU_STORAGE} {{bad-body}}"}
+        if not isinstance(md5, str) or not re.fullmatch(r"[0-9a-f]{32}", md5):
+            return {"err": "dfu.put: md5 must be 32 lowercase hex digits {bad-body}"}
+        if not isinstance(crc, int) or isinstance(crc, bool) or not 0 <= crc <= 0xFFFFFFFF:
+            return {"err": "dfu.put: crc32 must be a 32-bit number {bad-body}"}
+        self.sideload = dict(body)
+        self.sideload_data = bytearray()
+        # The image being replaced is gone, as on a card whose DFU storage is rewritten.
+        self.image, self.meta, self.dfu_state, self.dfu_status_text = None, {}, "downloading", "side-loading"
+        rsp: dict[str, Any] = {"length": SIDELOAD_CHUNK}  # hosts with card.binary send more (note-cli)
+        if self.config.snappy:
+            rsp["mode"] = "snappy"
+        return rsp
+
+    def _sideload_chunk(self, req: dict, now: float) -> dict:
+        if self.sideload is None:
+            return {"err": "dfu.put: no side-load in progress (send the body first) {dfu-not-started}"}
+        offset, length = req.get("offset"), req.get("length")
+        if not isinstance(offset, int) or not isinstance(length, int) or isinstance(length, bool) or length <= 0:
+            return {"err": "dfu.put: offset and length must be integers"}
+        if not 0 <= offset <= len(self.sideload_data) or offset + length > self.sideload["length"]:
+            return {"err": f"dfu.put: offset {offset} does not continue the {len(self.sideload_data)} bytes "
+                           "received {dfu-offset}"}
+        if req.get("binary") is True:
+            data = self.binary_store
+        else:
+            try:
+                data = base64.b64decode(req.get("payload", ""), validate=True)
+            except (ValueError, TypeError):
+                return {"err": "dfu.put: payload is not valid base64"}
+        if len(data) != length:
+            return {"err": f"dfu.put: {len(data)} bytes received, length says {length}"}
+        if req.get("status") != md5_hex(data):
+            return {"err": "dfu.put: the data does not match its md5 status"}
+        del self.sideload_data[offset:]
+        self.sideload_data += data
+        if len(self.sideload_data) < self.sideload["length"]:
+            return {}
+        self._sideload_complete()
+        self.put_busy_until = now + self.request_latency  # moving the image into place
+        return {"pending": True}
+
+    def _sideload_complete(self) -> None:
+        body, data = self.sideload or {}, bytes(self.sideload_data)
+        self.sideload, self.sideload_data = None, bytearray()
+        if md5_hex(data) != body.get("md5") or crc32(data) != body.get("crc32"):
+            self.dfu_state, self.dfu_status_text = "error", "side-loaded image does not match its md5/crc32"
+            return
+        self.stage(data, str(body.get("source") or body.get("name") or "sideload.bin"))
 
     def _req_card_binary_get(self, req: dict, now: float) -> dict | Reply:
         if not self.config.binary:
