@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-from notedfu import __version__
+from notedfu import __version__, demo
 from notedfu.errors import ExitCode, Interrupted, NotedfuError, UsageError
 from notedfu.events import Events, RichProgress, json_lines_sink
 from notedfu.target import cli as target_cli
@@ -108,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     target_cli.add_parsers(sub)
 
     update_cli.add_parsers(sub, _add_notecard_options)
+    demo.add_parser(sub)
 
     bench = sub.add_parser("bench", help="benchmarks on the simulators")
     bench_sub = bench.add_subparsers(dest="what", metavar="WHAT")

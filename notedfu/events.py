@@ -76,9 +76,13 @@ class RichProgress:
                                  TransferSpeedColumn(), TimeRemainingColumn(), console=self.console,
                                  transient=False)
         self.tasks: dict[str, Any] = {}
+        self._step = ""
 
     def __call__(self, event: dict[str, Any]) -> None:
         """Render one event."""
+        if event["type"] == "step" and event["step"] != self._step:
+            self._step = event["step"]
+            self.console.print(f"[bold]{event['step']}[/] [dim]{event['name']}[/]", highlight=False)
         if event["type"] == "step" and event.get("total"):
             step = event.get("phase") or event["step"]
             if step not in self.tasks:

@@ -54,9 +54,11 @@ def boot(flash_image: str | Path, pattern: str, timeout: float = 10.0, machine: 
             if not chunk:
                 break
             output += chunk
-            if regex.search(output.decode(errors="replace")):
-                return BootResult(True, output.decode(errors="replace"), time.monotonic() - started)
-        return BootResult(False, output.decode(errors="replace"), time.monotonic() - started)
+            text = output.decode(errors="replace")
+            if (match := regex.search(text)) and "\n" in text[match.end():]:  # the whole line, for the log
+                return BootResult(True, text, time.monotonic() - started)
+        text = output.decode(errors="replace")
+        return BootResult(regex.search(text) is not None, text, time.monotonic() - started)
     finally:
         selector.close()
         process.kill()

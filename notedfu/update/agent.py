@@ -382,9 +382,11 @@ class Updater:
         self.events.step("confirm", f"waiting for /{pattern}/ on {console}")
         from notedfu.update.confirm import watch_console
 
-        if not watch_console(console, pattern, self.config.confirm.timeout, self.config.confirm.baud):
+        line = watch_console(console, pattern, self.config.confirm.timeout, self.config.confirm.baud)
+        if line is None:
             raise NotedfuError(f"the new firmware did not print /{pattern}/ within {self.config.confirm.timeout:g} s",
                                code="E_UNCONFIRMED")
+        self.events.message(f"the new firmware runs: {line!r}")
         return None
 
     def _stage_report(self, job: Job) -> str | None:

@@ -12,28 +12,42 @@ import time
 
 import serial
 
-from notedfu.errors import LinkError
+from notedfu.errors import LinkError, UsageError
 from notedfu.specs import int_option, split_options
-from notedfu.target.qemu import boot
+from notedfu.target.qemu import boot, qemu_available
 
 
-def watch_console(console: str, pattern: str, timeout: float, baud: int = 115200) -> bool:
-    """Whether ``pattern`` (a regex) appears on ``console`` within ``timeout`` seconds."""
+def watch_console(console: str, pattern: str, timeout: float, baud: int = 115200) -> str | None:
+    """The console line where ``pattern`` (a regex) appeared within ``timeout`` seconds, or ``None``."""
+    regex = re.compile(pattern)
     if console.startswith("qemu:"):
-        return boot(console[5:], pattern, timeout).matched
+        if not qemu_available():
+            raise UsageError("the console is QEMU, but qemu-system-arm is not installed "
+                             "(sudo apt-get install qemu-system-arm)", code="E_NO_QEMU")
+        return line_matching(boot(console[5:], pattern, timeout).output, regex)
     device, options = split_options(console)
     try:
         port = serial.serial_for_url(device, baudrate=int_option(options, "baud", console) or baud, timeout=0.2)
     except (serial.SerialException, OSError, ValueError) as exc:
         raise LinkError(f"cannot open console {console!r}: {exc}", code="E_CONSOLE_OPEN") from exc
-    regex = re.compile(pattern)
     seen = b""
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
             seen = (seen + port.read(max(1, port.in_waiting)))[-4096:]
-            if regex.search(seen.decode(errors="replace")):
-                return True
-        return False
+            text = seen.decode(errors="replace")
+            if (match := regex.search(text)) and "\n" in text[match.end():]:  # the whole line, for the log
+                return line_matching(text, regex)
+        return line_matching(seen.decode(errors="replace"), regex)
     finally:
         port.close()
+
+
+def line_matching(text: str, regex: re.Pattern[str]) -> str | None:
+    """The whole line of ``text`` in which ``regex`` matches first (stripped), or ``None``."""
+    match = regex.search(text)
+    if match is None:
+        return None
+    start = text.rfind("\n", 0, match.start()) + 1
+    end = text.find("\n", match.end())
+    return text[start:None if end < 0 else end].strip()

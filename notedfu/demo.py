@@ -1,0 +1,192 @@
+"""``notedfu demo``: a whole update on the simulated rig, for a newcomer to watch.
+
+The simulated Notecard holds demo firmware 1.1.0 (as if Notehub had delivered
+it) on one pseudo-terminal, the emulated STM32F100 bootloader on another has
+1.0.0 in its flash; the agent — the very code ``notedfu update`` runs — takes
+the card to DFU mode, reads and verifies the image, hands the card back,
+flashes and verifies the chip, starts it, and QEMU boots the chip's flash to
+show the 1.1.0 banner; then the result is reported to Notehub. A summary
+follows: each stage's time, bytes and rate, the card's mode before and after,
+what Notehub was told, what the target holds, what it printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from notedfu.config import Config
+from notedfu.errors import ExitCode, UsageError
+from notedfu.events import STEPS, Events, LogSink, RichProgress, json_lines_sink
+from notedfu.sim.rig import BANNER, FIRMWARE_DIR, RigSetup, SimulatedRig, demo_image
+from notedfu.sim.timing import PROFILES
+
+OLD, NEW = "1.0.0", "1.1.0"
+QEMU_HINT = "sudo apt-get install qemu-system-arm"
+
+
+def add_parser(sub: Any) -> None:
+    """Register ``notedfu demo``."""
+    demo = sub.add_parser("demo", help="a whole update on the simulated rig: Notecard → agent → STM32, booted "
+                                       "in QEMU")
+    demo.add_argument("--json", action="store_true", help="JSON-lines events on stdout, then a summary line")
+    demo.add_argument("--profile", default="aux115200", choices=sorted(PROFILES),
+                      help="the Notecard's link (default aux115200: the Notecarrier's AUX UART)")
+    demo.add_argument("--no-qemu", action="store_true", help="skip the boot check even if QEMU is installed")
+    demo.add_argument("--workdir", type=Path, metavar="DIR",
+                      help="keep the rig's files here (flash image, state, jobs) instead of a temporary directory")
+    demo.add_argument("--firmware", type=Path, default=FIRMWARE_DIR, metavar="DIR",
+                      help="where demo-1.0.0.bin and demo-1.1.0.bin are (default: the checkout's "
+                           "firmware/prebuilt)")
+    demo.set_defaults(run=cmd_demo)
+
+
+@dataclass
+class Recorder:
+    """An events sink that keeps what the summary needs."""
+
+    first: dict[str, float] = field(default_factory=dict)  # stage → time of its first step event
+    bytes: dict[str, int] = field(default_factory=dict)  # stage → bytes it moved
+    boot_line: str = ""
+    ended: float = 0.0
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        """Note one event."""
+        if event["type"] == "step":
+            self.first.setdefault(event["step"], event["time"])
+            if event.get("bytes") and event.get("phase", "write") == "write":
+                self.bytes[event["step"]] = event["bytes"]
+        elif event["type"] == "message" and event["text"].startswith("the new firmware runs: "):
+            self.boot_line = event["text"].split(": ", 1)[1].strip("'\"")
+        elif event["type"] == "status" and event["status"] in ("SUCCESS", "FAILURE"):
+            self.ended = event["time"]
+
+    def stages(self, job: Any) -> list[dict[str, Any]]:
+        """Every stage: its state in the job, and for those that ran, wall time, bytes and rate."""
+        started = sorted((t, s) for s, t in self.first.items() if s in STEPS)
+        timed: dict[str, float] = {}
+        for i, (t, stage) in enumerate(started):
+            end = started[i + 1][0] if i + 1 < len(started) else (self.ended or time.time())
+            timed[stage] = max(0.0, end - t)
+        rows = []
+        for stage in STEPS:
+            seconds, moved = timed.get(stage), self.bytes.get(stage)
+            rows.append({"stage": stage, "state": job.stages[stage].state if job else "interrupted",
+                         "seconds": None if seconds is None else round(seconds, 3), "bytes": moved,
+                         "rate": round(moved / seconds, 1) if moved and seconds else None})
+        return rows
+
+
+def _events(args: argparse.Namespace) -> tuple[Events, Callable[[], None]]:
+    if args.json:
+        return Events(json_lines_sink(sys.stdout)), lambda: None
+    if sys.stdout.isatty():
+        progress = RichProgress(sys.stdout)
+        return Events(progress), progress.close
+    return Events(LogSink(sys.stdout, journald=False)), lambda: None
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Run the demo; the exit code is the update's (README, "Exit codes"), 130 on Ctrl-C."""
+    from notedfu.update.agent import Updater
+    from notedfu.update.cli import OUTCOME_EXIT
+
+    try:
+        new, old = demo_image(NEW, args.firmware), demo_image(OLD, args.firmware)
+    except OSError as exc:
+        raise UsageError(f"demo firmware not found in {args.firmware} ({exc.strerror}): run from a checkout, "
+                         "or give --firmware DIR", code="E_IMAGE_FILE") from exc
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="notedfu-demo-"))
+    events, close = _events(args)
+    recorder = Recorder()
+    events.sinks.append(recorder)
+    rig = SimulatedRig(workdir, RigSetup(new, old, offered_name=f"demo-{NEW}.bin", card={"profile": args.profile}))
+    outcome, interrupted = None, False
+    try:
+        console = None if args.no_qemu else rig.console
+        events.message(f"simulated Notecard on {rig.notecard_port} ({args.profile}), holding demo-{NEW}.bin "
+                       f"({len(new)} bytes) as if Notehub had delivered it; hub mode {rig.mode_found}")
+        events.message(f"emulated STM32F100 ROM bootloader on {rig.target_port}, its flash holding demo-{OLD}.bin")
+        if console is None:
+            why = "--no-qemu" if args.no_qemu else f"qemu-system-arm is not installed ({QEMU_HINT} to see it boot)"
+            events.message(f"the boot check is skipped: {why}", "warning")
+        outcome = Updater(_config(rig, console, workdir), events).run()
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        close()
+        summary = _summary(rig, recorder, outcome, interrupted, console is not None, new)
+        rig.close()
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    if args.json:
+        print(json.dumps({"type": "summary", **summary}, separators=(",", ":")), flush=True)
+    else:
+        print(_render(summary, args.workdir))
+    if interrupted:
+        return int(ExitCode.INTERRUPTED)
+    if outcome.state in OUTCOME_EXIT:
+        return int(OUTCOME_EXIT[outcome.state])
+    return int(ExitCode.UNCONFIRMED) if outcome.state == "unconfirmed" else outcome.exit_code or 1
+
+
+def _config(rig: SimulatedRig, console: str | None, workdir: Path) -> Config:
+    config = Config()
+    config.notecard.spec = rig.notecard_port
+    config.target.spec = rig.target_port
+    config.confirm.console = console
+    config.confirm.pattern = BANNER
+    config.confirm.timeout = 20.0
+    config.agent.state_dir = str(workdir / "state")
+    return config
+
+
+def _summary(rig: SimulatedRig, recorder: Recorder, outcome: Any, interrupted: bool, boot_checked: bool,
+             new: bytes) -> dict[str, Any]:
+    job = outcome.job if outcome else None
+    flash = rig.flash_file.read_bytes()
+    return {
+        "outcome": "interrupted" if interrupted else outcome.state,
+        "job": job.id if job else None,
+        "error": job.error if job and job.error else None,
+        "stages": recorder.stages(job),
+        "notecard": {"port": rig.notecard_port, "mode_before": rig.mode_found, "mode_after": rig.card.hub_mode,
+                     "dfu": rig.card.dfu_state},
+        "notehub": rig.card.reports,
+        "target": {"port": rig.target_port, "holds": NEW if flash.startswith(new) else
+                   OLD if flash[:8] != b"\xff" * 8 else "erased first page", "flash_writes": rig.chip.writes},
+        "boot": {"checked": boot_checked, "line": recorder.boot_line or None},
+    }
+
+
+def _render(summary: dict[str, Any], workdir: Path | None) -> str:
+    lines = ["", f"notedfu demo: {summary['outcome']}" + (f" (job {summary['job']})" if summary["job"] else "")]
+    if summary["error"]:
+        lines.append(f"  error      {summary['error']['code']} in {summary['error']['stage']}: "
+                     f"{summary['error']['message']}")
+    lines.append(f"  {'stage':<10} {'state':<8} {'time':>8} {'bytes':>7} {'rate':>11}")
+    for row in summary["stages"]:
+        rate = f"{row['rate'] / 1024:.1f} KiB/s" if row["rate"] else ""
+        seconds = "" if row["seconds"] is None else f"{row['seconds']:.2f} s"
+        lines.append(f"  {row['stage']:<10} {row['state']:<8} {seconds:>8} {row['bytes'] or '':>7} {rate:>11}")
+    card = summary["notecard"]
+    lines.append(f"  Notecard   hub mode {card['mode_after']} (found in {card['mode_before']}), host DFU {card['dfu']}")
+    told = "; ".join("dfu.status " + " ".join(f"{k}:{json.dumps(v)}" for k, v in report.items())
+                     for report in summary["notehub"]) or "nothing"
+    lines.append(f"  Notehub    {told}")
+    lines.append(f"  target     flash holds {summary['target']['holds']}")
+    boot = summary["boot"]
+    if boot["line"]:
+        lines.append(f"  boot       QEMU printed: {boot['line']}")
+    else:
+        lines.append("  boot       " + ("not confirmed" if boot["checked"] else f"not checked (no QEMU: {QEMU_HINT})"))
+    if workdir:
+        lines.append(f"  files      {workdir} (flash.bin, state/jobs/)")
+    return "\n".join(lines)
