@@ -107,13 +107,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     events, close = _events(args)
     recorder = Recorder()
     events.sinks.append(recorder)
-    rig = SimulatedRig(workdir, RigSetup(new, old, offered_name=f"demo-{NEW}.bin", card={"profile": args.profile}))
-    outcome, interrupted = None, False
+    rig = SimulatedRig(workdir, RigSetup(new, old, offered_name=f"demo-{NEW}.bin", card={"profile": args.profile},
+                                         lines=True))
+    outcome, interrupted, why = None, False, None
     try:
         console = None if args.no_qemu else rig.console
         events.message(f"simulated Notecard on {rig.notecard_port} ({args.profile}), holding demo-{NEW}.bin "
                        f"({len(new)} bytes) as if Notehub had delivered it; hub mode {rig.mode_found}")
-        events.message(f"emulated STM32F100 ROM bootloader on {rig.target_port}, its flash holding demo-{OLD}.bin")
+        events.message(f"emulated STM32F100 on {rig.target_port} (ROM bootloader; BOOT0 and NRST on a simulated "
+                       f"GPIO chip), running demo-{OLD}.bin")
         if console is None:
             why = "--no-qemu" if args.no_qemu else f"qemu-system-arm is not installed ({QEMU_HINT} to see it boot)"
             events.message(f"the boot check is skipped: {why}", "warning")
@@ -122,7 +124,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         interrupted = True
     finally:
         close()
-        summary = _summary(rig, recorder, outcome, interrupted, console is not None, new)
+        summary = _summary(rig, recorder, outcome, interrupted, why, new)
         rig.close()
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -141,6 +143,7 @@ def _config(rig: SimulatedRig, console: str | None, workdir: Path) -> Config:
     config = Config()
     config.notecard.spec = rig.notecard_port
     config.target.spec = rig.target_port
+    config.target.boot0, config.target.reset = rig.boot0_line, rig.reset_line
     config.confirm.console = console
     config.confirm.pattern = BANNER
     config.confirm.timeout = 20.0
@@ -148,12 +151,12 @@ def _config(rig: SimulatedRig, console: str | None, workdir: Path) -> Config:
     return config
 
 
-def _summary(rig: SimulatedRig, recorder: Recorder, outcome: Any, interrupted: bool, boot_checked: bool,
+def _summary(rig: SimulatedRig, recorder: Recorder, outcome: Any, interrupted: bool, boot_skipped: str | None,
              new: bytes) -> dict[str, Any]:
     job = outcome.job if outcome else None
     flash = rig.flash_file.read_bytes()
     return {
-        "outcome": "interrupted" if interrupted else outcome.state,
+        "outcome": "interrupted" if interrupted else outcome.state if outcome else "error",
         "job": job.id if job else None,
         "error": job.error if job and job.error else None,
         "stages": recorder.stages(job),
@@ -161,8 +164,8 @@ def _summary(rig: SimulatedRig, recorder: Recorder, outcome: Any, interrupted: b
                      "dfu": rig.card.dfu_state},
         "notehub": rig.card.reports,
         "target": {"port": rig.target_port, "holds": NEW if flash.startswith(new) else
-                   OLD if flash[:8] != b"\xff" * 8 else "erased first page", "flash_writes": rig.chip.writes},
-        "boot": {"checked": boot_checked, "line": recorder.boot_line or None},
+                   OLD if flash[:8] != b"\xff" * 8 else "erased first page", "running": rig.chip.running_app},
+        "boot": {"checked": boot_skipped is None, "line": recorder.boot_line or None, "skipped": boot_skipped},
     }
 
 
@@ -181,12 +184,13 @@ def _render(summary: dict[str, Any], workdir: Path | None) -> str:
     told = "; ".join("dfu.status " + " ".join(f"{k}:{json.dumps(v)}" for k, v in report.items())
                      for report in summary["notehub"]) or "nothing"
     lines.append(f"  Notehub    {told}")
-    lines.append(f"  target     flash holds {summary['target']['holds']}")
+    target = summary["target"]
+    lines.append(f"  target     flash holds {target['holds']}" + (", application running" if target["running"] else ""))
     boot = summary["boot"]
     if boot["line"]:
         lines.append(f"  boot       QEMU printed: {boot['line']}")
     else:
-        lines.append("  boot       " + ("not confirmed" if boot["checked"] else f"not checked (no QEMU: {QEMU_HINT})"))
+        lines.append("  boot       " + ("not confirmed" if boot["checked"] else f"not checked: {boot['skipped']}"))
     if workdir:
         lines.append(f"  files      {workdir} (flash.bin, state/jobs/)")
     return "\n".join(lines)

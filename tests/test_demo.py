@@ -27,7 +27,9 @@ def test_demo_updates_the_simulated_rig_to_a_confirmed_1_1_0_boot():
     summary = summary_of(done.stdout)
     assert summary["outcome"] == "success"
     assert [row["state"] for row in summary["stages"]] == ["done"] * 9
-    assert summary["boot"] == {"checked": True, "line": "notedfu-demo 1.1.0 booted on qemu-vldiscovery"}
+    assert summary["boot"] == {"checked": True, "line": "notedfu-demo 1.1.0 booted on qemu-vldiscovery",
+                               "skipped": None}
+    assert summary["target"]["running"]  # started by NRST on the simulated GPIO chip
     assert summary["target"]["holds"] == "1.1.0"
     assert summary["notehub"] == [{"stop": True, "status": "firmware 1.1.0 installed"}, {"version": "1.1.0"}]
     assert summary["notecard"]["mode_after"] == summary["notecard"]["mode_before"] == "periodic"

@@ -4,19 +4,23 @@ What a real rig has — a Notecard on a serial port, an STM32 whose ROM
 bootloader answers on another, a console where the application prints —
 built from the simulators, in this process (so a test or the demo can look
 inside), served on ptys (so the agent, ``notedfu`` in a subprocess,
-``stm32flash`` or a note-python script reach them as they would real ports).
+``stm32flash`` or a note-python script reach them as they would real ports),
+with BOOT0 and NRST on a simulated GPIO chip when ``lines`` is set.
 The emulated chip keeps its flash in a file; ``qemu:FLASH_FILE`` as the
 console boots that file in ``qemu-system-arm`` and watches its USART1.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from notedfu.sim.cardport import CardPort
 from notedfu.sim.faults import parse_faults
+from notedfu.sim.gpio import BOOT0, NRST, SimGpioChip
 from notedfu.sim.notecard import NotecardSim, card_from_options
 from notedfu.sim.pty import PtyServer
 from notedfu.sim.stm32 import STM32_FAULTS, Stm32Sim
@@ -46,6 +50,7 @@ class RigSetup:
     bootloader: str = "v3crc"
     chip_faults: tuple[str, ...] = ()
     chip_time_scale: float = 1.0  # scales the chip's erase and programming times
+    lines: bool = False  # BOOT0 and NRST wired (sim-gpio): the chip starts running its application
 
 
 class SimulatedRig:
@@ -64,12 +69,29 @@ class SimulatedRig:
                              time_scale=setup.chip_time_scale,
                              faults=parse_faults(list(setup.chip_faults), STM32_FAULTS))
         self.servers: list[PtyServer] = []
+        self.gpio: SimGpioChip | None = None
         try:
             self.servers.append(PtyServer(CardPort(self.card, self.card.link)).start())
             self.servers.append(PtyServer(self.chip).start())
+            if setup.lines:
+                # A short path: Unix socket paths are limited to 108 bytes, pytest's tmp_path is not.
+                self._gpio_dir = tempfile.mkdtemp(prefix="notedfu-rig-")
+                self.gpio = SimGpioChip(self.chip, Path(self._gpio_dir) / "gpio.sock")
+                self.chip.set_lines(boot0=False, reset=True)  # BOOT0 pulled low, as on a board: power on
+                self.chip.set_lines(reset=False)  # into the application
         except BaseException:
             self.close()
             raise
+
+    @property
+    def boot0_line(self) -> str | None:
+        """The line spec for BOOT0 (``None`` when the rig has no lines)."""
+        return self.gpio.spec(BOOT0) if self.gpio else None
+
+    @property
+    def reset_line(self) -> str | None:
+        """The line spec for NRST (``None`` when the rig has no lines)."""
+        return self.gpio.spec(NRST) if self.gpio else None
 
     @property
     def notecard_port(self) -> str:
@@ -96,6 +118,10 @@ class SimulatedRig:
         for server in self.servers:
             server.stop()
         self.servers.clear()
+        if self.gpio is not None:
+            self.gpio.close()
+            shutil.rmtree(self._gpio_dir, ignore_errors=True)
+            self.gpio = None
         self.chip.close()
 
     def __enter__(self) -> "SimulatedRig":

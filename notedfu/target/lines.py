@@ -3,7 +3,8 @@
 A line spec names where a signal is wired: ``rts`` / ``dtr`` (the serial
 adapter's modem lines, as stm32flash's ``-i`` and stm32loader use them),
 ``gpiochip0:17`` (a GPIO through libgpiod v2, the ``gpiod`` package — works on
-the Pi 5, where RPi.GPIO does not), or ``none``. A leading ``!`` inverts it
+the Pi 5, where RPi.GPIO does not), ``sim-gpio:SOCKET:N`` (the simulated rig's
+lines, :mod:`notedfu.sim.gpio`), or ``none``. A leading ``!`` inverts it
 (active low). "Active" means BOOT0 high, or NRST held low (the chip in reset).
 
 Sequences are comma-separated steps: ``boot0=1``, ``reset=0``, or a number of
@@ -12,6 +13,7 @@ seconds to wait — e.g. the default entry ``boot0=1,reset=1,0.05,reset=0,0.1``.
 
 from __future__ import annotations
 
+import socket
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -63,6 +65,30 @@ class GpiodLine:
         self.request.set_value(self.offset, self._values[active])
 
 
+class SimGpioLine:
+    """A line of the simulated rig's GPIO chip (:mod:`notedfu.sim.gpio`), over its Unix socket."""
+
+    def __init__(self, path: str, offset: int, inverted: bool) -> None:
+        self.offset, self.inverted = offset, inverted
+        try:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.settimeout(5)
+            self.sock.connect(path)
+        except OSError as exc:
+            raise UsageError(f"cannot reach the simulated GPIO chip at {path}: {exc}", code="E_GPIO") from exc
+        self.answers = self.sock.makefile("rb")
+
+    def set(self, active: bool) -> None:
+        """Drive the line; returns once the simulated board has seen it."""
+        try:
+            self.sock.sendall(f"{self.offset}={int(active != self.inverted)}\n".encode())
+            answer = self.answers.readline()
+        except OSError as exc:
+            raise UsageError(f"the simulated GPIO chip stopped answering: {exc}", code="E_GPIO") from exc
+        if answer != b"ok\n":
+            raise UsageError(f"the simulated GPIO chip refused line {self.offset}: {answer!r}", code="E_GPIO")
+
+
 def open_line(spec: str | None, port: Any = None) -> Line | None:
     """A line from its spec; ``None`` for ``none`` or no spec."""
     if not spec or spec == "none":
@@ -73,6 +99,11 @@ def open_line(spec: str | None, port: Any = None) -> Line | None:
         if port is None:
             raise UsageError(f"line {spec!r} needs a serial port", code="E_BAD_SPEC")
         return SerialLine(port, name, inverted)
+    if name.startswith("sim-gpio:"):
+        path, _, offset = name[len("sim-gpio:"):].rpartition(":")
+        if not path or not offset.isdigit():
+            raise UsageError(f"bad line spec {spec!r}: use sim-gpio:SOCKET:OFFSET", code="E_BAD_SPEC")
+        return SimGpioLine(path, int(offset), inverted)
     chip, _, offset = name.partition(":")
     if not chip or not offset.isdigit():
         raise UsageError(f"bad line spec {spec!r}: use rts, dtr, gpiochipN:OFFSET, none (! inverts)",

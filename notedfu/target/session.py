@@ -171,9 +171,9 @@ class TargetSession:
         return report
 
     def start_application(self) -> None:
-        """BOOT0 low and a reset when wired; the Go command otherwise."""
-        assert self.chip is not None
+        """BOOT0 low and a reset when wired (no bootloader session needed); the Go command otherwise."""
         if self.lines.wired:
             self.lines.play(self.options.run)
         else:
+            assert self.chip is not None, "Go needs a connected bootloader"
             self.bootloader.go(self.chip.flash_base)
