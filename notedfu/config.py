@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from notedfu.errors import UsageError
+from notedfu.specs import parse_region
 
 DEFAULT_PATH = Path("/etc/notedfu/notedfu.toml")
 
@@ -152,6 +153,11 @@ def parse_config(data: dict[str, Any]) -> Config:
             if key not in known:
                 raise ConfigError(f"config key {section}.{key}: unknown (known: {', '.join(known)})")
             setattr(part, key, _check(section, key, item, getattr(part, key)))
+    for region in config.target.preserve:
+        try:
+            parse_region(region)
+        except ValueError as exc:
+            raise ConfigError(f"config key target.preserve: {exc}") from None
     if config.policy.public_key is not None:
         from notedfu.update.signature import public_key_from_text
 

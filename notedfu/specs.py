@@ -23,3 +23,17 @@ def int_option(options: dict[str, list[str]], key: str, spec: str) -> int | None
         return int(options[key][-1], 0)
     except ValueError:
         raise UsageError(f"bad {key} in {spec!r}", code="E_BAD_SPEC") from None
+
+
+def parse_region(text: str) -> tuple[int, int]:
+    """``START:END`` (decimal or 0x hex) → ``(start, end)``; ``ValueError`` says what is wrong."""
+    start, sep, end = text.partition(":")
+    if not sep:
+        raise ValueError(f"expected START:END, e.g. 0x0801F800:0x08020000, not {text!r}")
+    try:
+        low, high = int(start, 0), int(end, 0)
+    except ValueError:
+        raise ValueError(f"not a number in {text!r}") from None
+    if high <= low:
+        raise ValueError(f"empty region {text!r}")
+    return low, high

@@ -232,3 +232,15 @@ def test_serial_console_confirmation_sees_the_banner_and_times_out_without_it():
     finally:
         os.close(master)
         os.close(slave)
+
+
+def test_preserved_regions_in_the_config_are_never_erased(rig, tmp_path):
+    r = rig(offered=padded("1.1.0", 120 * 1024))  # reaches into the last pages of the 128 KiB chip
+    config = tmp_path / "agent.toml"
+    config.write_text(toml({"target": {"preserve": ["0x0801D800:0x08020000"]}}))
+    done = r.update("--config", str(config))
+    assert done.returncode == ExitCode.TARGET and "E_IMAGE_OVERLAPS_PRESERVED" in done.stderr, done.stderr
+    assert r.chip.writes == 0 and r.flash_file.read_bytes().startswith(padded("1.0.0"))
+    config.write_text(toml({"target": {"preserve": ["0x0801E000"]}}))
+    bad = run_cli("update", "--config", str(config), "--notecard", "sim://notecard")
+    assert bad.returncode == ExitCode.USAGE and "target.preserve" in bad.stderr

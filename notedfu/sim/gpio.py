@@ -46,7 +46,7 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
 
 class SimGpioChip:
-    """Serves BOOT0 and NRST of one emulated chip on a Unix socket."""
+    """Serves BOOT0 and NRST of one emulated chip on a Unix socket; the chip starts in its application."""
 
     def __init__(self, chip: Stm32Sim, path: str | Path) -> None:
         self.path = str(path)
@@ -54,6 +54,9 @@ class SimGpioChip:
             os.unlink(self.path)
         self._server = _Server(self.path, _Handler)
         self._server.chip = chip
+        # With its lines driven, the board has BOOT0 pulled low: it powers up into the application.
+        chip.set_lines(boot0=False, reset=True)
+        chip.set_lines(reset=False)
         self._thread = threading.Thread(target=self._server.serve_forever, name=f"sim-gpio {self.path}",
                                         daemon=True)
         self._thread.start()

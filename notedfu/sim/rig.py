@@ -77,8 +77,6 @@ class SimulatedRig:
                 # A short path: Unix socket paths are limited to 108 bytes, pytest's tmp_path is not.
                 self._gpio_dir = tempfile.mkdtemp(prefix="notedfu-rig-")
                 self.gpio = SimGpioChip(self.chip, Path(self._gpio_dir) / "gpio.sock")
-                self.chip.set_lines(boot0=False, reset=True)  # BOOT0 pulled low, as on a board: power on
-                self.chip.set_lines(reset=False)  # into the application
         except BaseException:
             self.close()
             raise

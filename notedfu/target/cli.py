@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from notedfu.errors import ExitCode, UsageError
+from notedfu.specs import parse_region
 
 
 def _number(text: str) -> int:
@@ -21,13 +22,10 @@ def _number(text: str) -> int:
 
 
 def _region(text: str) -> tuple[int, int]:
-    start, sep, end = text.partition(":")
-    if not sep:
-        raise argparse.ArgumentTypeError(f"expected START:END, e.g. 0x0801F800:0x08020000, not {text!r}")
-    low, high = _number(start), _number(end)
-    if high <= low:
-        raise argparse.ArgumentTypeError(f"empty region {text!r}")
-    return low, high
+    try:
+        return parse_region(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_target_options(parser: argparse.ArgumentParser) -> None:
@@ -90,6 +88,9 @@ def add_sim_parser(sim_sub: Any) -> None:
                        help="nack, drop, reset, power (N-th write), wprot (page N); repeatable")
     stm32.add_argument("--rdp", action="store_true", help="start readout-protected")
     stm32.add_argument("--time-scale", type=float, default=1.0, help="scale erase/program times (tests)")
+    stm32.add_argument("--gpio", type=Path, metavar="SOCKET",
+                       help="wire BOOT0 and NRST to a simulated GPIO chip on this Unix socket (lines "
+                            "sim-gpio:SOCKET:0 and :1); the chip then starts in its application, BOOT0 low")
     stm32.set_defaults(run=cmd_sim_stm32)
 
 
@@ -201,6 +202,11 @@ def cmd_sim_stm32(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         raise UsageError(f"cannot start the emulated STM32: {exc}", code="E_SIM_CONFIG") from exc
     server = PtyServer(chip)
+    gpio = None
+    if args.gpio:
+        from notedfu.sim.gpio import SimGpioChip
+
+        gpio = SimGpioChip(chip, args.gpio)
     print(server.path, flush=True)
     try:
         server.serve_forever()
@@ -208,6 +214,8 @@ def cmd_sim_stm32(args: argparse.Namespace) -> int:
         pass
     finally:
         server.stop()
+        if gpio is not None:
+            gpio.close()
         chip.close()
     sys.stdout.flush()
     return ExitCode.OK

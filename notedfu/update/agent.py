@@ -28,6 +28,7 @@ from notedfu.notecard.client import CardClient, CardRequestError
 from notedfu.notecard.dfu import Downloader, FetchOptions, ImageInfo
 from notedfu.notecard.link import open_notecard
 from notedfu.notecard.staging import Staging, default_state_dir
+from notedfu.specs import parse_region
 from notedfu.target.chips import FLASH_BASE
 from notedfu.target.flasher import FlashOptions
 from notedfu.target.image import Segment, firmware_info
@@ -351,7 +352,8 @@ class Updater:
         try:
             session.connect()
             self.flashing = True
-            session.flash(image, FlashOptions(verify=self.config.target.verify, run=False))
+            session.flash(image, FlashOptions(verify=self.config.target.verify, run=False,
+                                              preserve=[parse_region(r) for r in self.config.target.preserve]))
         finally:
             session.close()
 
