@@ -193,4 +193,4 @@ def _render(summary: dict[str, Any], workdir: Path | None) -> str:
         lines.append("  boot       " + ("not confirmed" if boot["checked"] else f"not checked: {boot['skipped']}"))
     if workdir:
         lines.append(f"  files      {workdir} (flash.bin, state/jobs/)")
-    return "\n".join(lines)
+    return "\n".join(line.rstrip() for line in lines)
