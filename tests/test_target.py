@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import random
 import struct
+import time
 
 import pytest
 import serial
@@ -140,6 +141,23 @@ def test_emulator_extended_and_legacy_erase_variants(chip_url):
     bl.write_memory(BASE, b"\x00" * 4)
     bl.mass_erase(extended=True)
     assert registry.lookup("stm32", name).flash == bytearray(b"\xff" * 128 * 1024)
+
+
+@pytest.mark.parametrize("left_behind", ["44bb", "44bb00", "44bbff", "31ce", "31ce08000000"])
+def test_sync_completes_a_frame_a_dead_host_left_half_sent_without_harm(chip_url, left_behind):
+    url, name = chip_url("bootloader=v3crc&baud=1000000")  # fast: an erase count may want 64 KiB of filler
+    bl = Bootloader(raw_port(url))
+    bl.sync()
+    bl.write_memory(BASE, b"\x00" * 4)
+    chip = registry.lookup("stm32", name)
+    erased = chip.stats["erased_pages"]
+    port = serial.serial_for_url(url, timeout=0.3, baudrate=1000000)
+    port.write(bytes.fromhex(left_behind))  # a host dies mid-command: the bootloader waits for the rest
+    time.sleep(0.05)
+    fresh = Bootloader(port)
+    fresh.sync()  # the 0x7F becomes part of the frame; the filler completes it
+    assert fresh.get_id() == 0x420
+    assert chip.stats["erased_pages"] == erased and bl.read_memory(BASE, 4) == b"\x00" * 4
 
 
 def test_go_starts_the_application_and_the_bootloader_falls_silent(chip_url):

@@ -160,6 +160,10 @@ class Port(Protocol):
     def reset_input_buffer(self) -> None: ...
 
 
+FILLER = b"\xff" * 320  # more than any frame but Extended Erase's (a write is 258 bytes)
+FRAME_MAX = 2 * 0xFFF0 + 3  # the longest Extended Erase frame: count, 0xFFF0 page numbers, checksum
+
+
 @dataclass
 class Timeouts:
     """Seconds to wait for each kind of answer (erase can take seconds)."""
@@ -235,9 +239,14 @@ class Bootloader:
         A host that died mid-command leaves the bootloader waiting for the rest
         of a frame, and a 0x7F is then just one more byte of it. So when 0x7F
         gets no answer, the frame is completed with 0xFF filler — a no-op if it
-        was a write, flash bits only clear — until the bootloader answers.
+        was a write, flash bits only clear; a checksum mismatch for anything
+        else — until the bootloader answers. The longest frame is an Extended
+        Erase, whose count the 0x7F itself may have begun (0x7FFF pages: 64 KiB
+        to wait for), so the first try's filler may run to :data:`FRAME_MAX`
+        bytes (12.5 s at 115200 baud, only when nothing answers); a chip that
+        is not mid-frame answers at once.
         """
-        for _ in range(attempts):
+        for attempt in range(attempts):
             self.port.reset_input_buffer()
             self._write(bytes([SYNC]))
             try:
@@ -246,18 +255,31 @@ class Bootloader:
                 reply = b""
             if reply in (bytes([ACK]), bytes([NACK])):
                 return
-            for _ in range(5):  # up to 320 filler bytes: more than any frame (258)
-                self._write(b"\xff" * 64)
-                try:
-                    answer = self._read(1, 0.2, "sync filler")
-                except TargetError:
-                    continue
-                if answer in (bytes([ACK]), bytes([NACK])):
-                    time.sleep(0.05)  # let the rest of the filler be NACKed, then start clean
-                    break
+            if self._fill_frame(FRAME_MAX if attempt == 0 else len(FILLER)):
+                time.sleep(0.05)  # let the rest of the filler be NACKed, then start clean
         raise TargetError(f"no answer to the bootloader sync (0x7F) after {attempts} tries: is BOOT0 high and "
                           "the target reset, the wiring TX↔RX, the port 8E1 (not the Pi's mini UART)?",
                           code="E_TARGET_NO_SYNC")
+
+    def _fill_frame(self, limit: int) -> bool:
+        """Send up to ``limit`` bytes of 0xFF until the bootloader answers a frame it was waiting for.
+
+        Each block is followed by a read as long as the block takes on the wire
+        (11 bits per byte), so the filler goes no faster than the chip takes it
+        even where writes return at once (a pty, a deep USB buffer).
+        """
+        block_seconds = len(FILLER) * 11 / (getattr(self.port, "baudrate", None) or 115200)
+        sent = 0
+        while sent < limit:
+            self._write(FILLER)
+            sent += len(FILLER)
+            wait = 0.2 if sent == len(FILLER) else block_seconds  # the first block completes any ordinary frame
+            try:
+                if self._read(1, wait, "sync filler") in (bytes([ACK]), bytes([NACK])):
+                    return True
+            except TargetError:
+                continue
+        return False
 
     def get(self) -> tuple[int, tuple[int, ...]]:
         """Get (0x00): bootloader version and command codes."""
