@@ -118,9 +118,9 @@ class HilRig:
         args = ["update", "--notecard", self.d.notecard, *self.target_args(wired), "--state-dir",
                 str(self.state_dir), "--json"]
         if console and self.d.console:
-            args += ["--console", self.d.console if not self.d.console.startswith("/") else
-                     f"{self.d.console}?baud={self.d.console_baud}", "--pattern", self.d.pattern,
-                     "--confirm-timeout", str(self.d.confirm_timeout)]
+            serial_port = self.d.console.startswith("/") and "?" not in self.d.console
+            args += ["--console", f"{self.d.console}?baud={self.d.console_baud}" if serial_port else self.d.console,
+                     "--pattern", self.d.pattern, "--confirm-timeout", str(self.d.confirm_timeout)]
         return [*args, *extra]
 
     def update(self, *extra: str, console: bool = True, wired: bool = True) -> subprocess.CompletedProcess:

@@ -183,12 +183,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     repaired = None
     try:
         with staging.lock.acquire(timeout=0):  # no agent at work: a leftover DFU mode is ours to fix
-            repaired = downloader.repair_card_mode()
+            repaired = downloader.mode.repair()
             busy = False
     except Timeout:
         busy = True
     dfu = downloader.dfu_status()
-    report: dict[str, Any] = {"hub_mode": downloader.hub_mode(), "dfu": dfu, "agent_busy": busy,
+    report: dict[str, Any] = {"hub_mode": downloader.mode.current(), "dfu": dfu, "agent_busy": busy,
                               "repaired_mode": repaired, "staged": []}
     if dfu.get("mode") == "ready":
         try:

@@ -63,8 +63,8 @@ class Recorder:
             self.first.setdefault(event["step"], event["time"])
             if event.get("bytes") and event.get("phase", "write") == "write":
                 self.bytes[event["step"]] = event["bytes"]
-        elif event["type"] == "message" and event["text"].startswith("the new firmware runs: "):
-            self.boot_line = event["text"].split(": ", 1)[1].strip("'\"")
+            if event.get("line"):  # the confirm stage saw the banner
+                self.boot_line = event["line"]
         elif event["type"] == "status" and event["status"] in ("SUCCESS", "FAILURE"):
             self.ended = event["time"]
 

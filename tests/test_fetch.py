@@ -206,7 +206,7 @@ def test_a_card_left_in_dfu_mode_by_a_crash_is_handed_back(sim, image, tmp_path)
     staging = Staging(tmp_path / "state")
     staging.save_card_mode("continuous")  # what a crashed agent leaves behind
     card.hub_mode, card.mode_before_dfu = "dfu", "continuous"
-    restored = Downloader(CardClient(open_notecard(spec, timeout=2)), staging).repair_card_mode()
+    restored = Downloader(CardClient(open_notecard(spec, timeout=2)), staging).mode.repair()
     assert restored == "continuous" and card.hub_mode == "continuous"
     assert staging.saved_card_mode() is None
 

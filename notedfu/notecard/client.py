@@ -74,6 +74,16 @@ class CardClient:
             raise CardRequestError(name, str(rsp["err"]))
         return rsp
 
+    def binary_capacity(self) -> int:
+        """The card's binary store size (``card.binary`` ``max``), or 0 if its firmware has no binary mode."""
+        try:
+            capacity = self.request({"req": "card.binary"}).get("max")
+        except CardRequestError as exc:
+            if exc.code == "E_NOT_SUPPORTED" or "bad-bin" in exc.tags:
+                return 0
+            raise
+        return capacity if isinstance(capacity, int) and not isinstance(capacity, bool) and capacity > 0 else 0
+
     @contextmanager
     def _binary_exchange(self, name: str) -> Iterator[Any]:
         """Hold the card for a request whose raw bytes follow it; any failure forces a resync,

@@ -114,14 +114,6 @@ class Downloader:
         """The card's host-DFU status (``dfu.status name:user``)."""
         return self.client.request({"req": "dfu.status", "name": "user"})
 
-    def hub_mode(self) -> str:
-        """The card's current hub mode."""
-        return self.mode.current()
-
-    def repair_card_mode(self) -> str | None:
-        """Hand the card back if a crashed agent left it in DFU mode; return the mode set."""
-        return self.mode.repair()
-
     def fetch(self) -> FetchResult:
         """Download, verify and stage the image the card offers."""
         started = time.monotonic()
@@ -129,7 +121,7 @@ class Downloader:
         status = self.dfu_status()
         mode = status.get("mode")
         if mode != "ready":
-            self.repair_card_mode()
+            self.mode.repair()
             if mode == "downloading":
                 raise NotReadyError(f"the Notecard is still downloading the image ({_display(status.get('status'))})",
                                     code="E_DOWNLOADING")
@@ -139,7 +131,7 @@ class Downloader:
                                        version=image.version)
         result = FetchResult(path=self.staging.paths(image.md5)[2], image=image, resumed_from=journal.verified)
         if journal.complete:
-            result.card_mode = self.repair_card_mode() or ""
+            result.card_mode = self.mode.repair() or ""
             result.already_staged = True
             self.events.message(f"image {image.md5} is already staged and verified")
             return result
@@ -164,21 +156,8 @@ class Downloader:
                                    self.options.ready_poll)
 
     # ------------------------------------------------------------ transfer
-    def _binary_capacity(self) -> int:
-        """The card's binary store size, or 0 if it has no binary mode."""
-        if self.options.binary is False:
-            return 0
-        try:
-            rsp = self.client.request({"req": "card.binary"})
-        except CardRequestError as exc:
-            if exc.code == "E_NOT_SUPPORTED" or "bad-bin" in exc.tags:
-                return 0
-            raise
-        capacity = rsp.get("max")
-        return capacity if isinstance(capacity, int) and capacity > 0 else 0
-
     def _transfer(self, journal: Journal, result: FetchResult) -> None:
-        capacity = self._binary_capacity()
+        capacity = 0 if self.options.binary is False else self.client.binary_capacity()
         binary = capacity > 0
         chunk = min(self.options.chunk, capacity) if binary else self.options.chunk
         offset = journal.verified

@@ -85,7 +85,7 @@ class Sideloader:
         result = SideloadResult(len(image), md5_hex(image), crc32(image),
                                 version if isinstance(version, str) else "")
         self.mode.repair()
-        capacity = self._binary_capacity()
+        capacity = 0 if self.options.binary is False else self.client.binary_capacity()
         result.clock_set = self._ensure_clock()
         saved = self.mode.remember()
         try:
@@ -102,17 +102,6 @@ class Sideloader:
         return result
 
     # ------------------------------------------------------------ before
-    def _binary_capacity(self) -> int:
-        if self.options.binary is False:
-            return 0
-        try:
-            capacity = self.client.request({"req": "card.binary"}).get("max")
-        except CardRequestError as exc:
-            if exc.code == "E_NOT_SUPPORTED" or "bad-bin" in exc.tags:
-                return 0
-            raise
-        return capacity if isinstance(capacity, int) and not isinstance(capacity, bool) and capacity > 0 else 0
-
     def _ensure_clock(self) -> bool:
         """Give the card the host's time if it has none; return whether it was set."""
         if "time" in self.client.request({"req": "card.time"}):

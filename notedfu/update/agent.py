@@ -154,7 +154,7 @@ class Updater:
             return self._process(job)
         if local is not None:
             return self._start_local(local)
-        self.downloader.repair_card_mode()
+        self.downloader.mode.repair()
         status = self.downloader.dfu_status()
         mode = status.get("mode")
         if mode == "downloading":
@@ -389,6 +389,7 @@ class Updater:
             raise NotedfuError(f"the new firmware did not print /{pattern}/ within {self.config.confirm.timeout:g} s",
                                code="E_UNCONFIRMED")
         self.events.message(f"the new firmware runs: {line!r}")
+        self.events.step("confirm", "the new firmware runs", state="done", line=line)
         return None
 
     def _stage_report(self, job: Job) -> str | None:
@@ -400,7 +401,7 @@ class Updater:
         else:
             self.events.step("report", "reporting to Notehub")
             try:
-                self.downloader.repair_card_mode()  # if exit_dfu could not hand the card back, now it can
+                self.downloader.mode.repair()  # if exit_dfu could not hand the card back, now it can
                 if job.source == "NOTECARD":
                     self._report_stop(job, ok=True, text=f"firmware {job.version or job.md5} installed")
                 if job.version:
