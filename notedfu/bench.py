@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -115,21 +116,15 @@ def _child(who: str, spec: str, profile_name: str, image_path: str) -> dict[str,
     """Run one transfer in this process; report wall and CPU seconds and peak RSS."""
     image = Path(image_path).read_bytes()
     work = Path(tempfile.mkdtemp(prefix="notedfu-bench-"))
-    if spec.startswith("i2c:"):
-        from notedfu.sim.i2c import SimI2CBus
-        from notedfu.sim.notecard import card_from_options
-
-        sim = card_from_options({"image": image_path, "profile": profile_name})
-        bus: Any = SimI2CBus(sim)
     if who == "ours":
-        from notedfu.notecard.client import CardClient
         from notedfu.notecard.dfu import Downloader, FetchOptions
         from notedfu.notecard.link import open_notecard
         from notedfu.notecard.staging import Staging
-        from notedfu.notecard.transport import FastI2C
 
-        card = FastI2C(bus) if spec.startswith("i2c:") else open_notecard(spec)
-        downloader = Downloader(CardClient(card), Staging(work), options=FetchOptions(ready_poll=0.1))
+        if spec.startswith("i2c:"):
+            spec = f"i2c:sim://notecard?{urllib.parse.urlencode({'image': image_path, 'profile': profile_name})}"
+        card = open_notecard(spec)
+        downloader = Downloader(card, Staging(work), options=FetchOptions(ready_poll=0.1))
         cpu0, t0 = time.process_time(), time.monotonic()
         result = downloader.fetch()
         seconds, cpu = time.monotonic() - t0, time.process_time() - cpu0
@@ -140,9 +135,12 @@ def _child(who: str, spec: str, profile_name: str, image_path: str) -> dict[str,
         import serial
 
         from notedfu.notecard.transport import Smbus2Adapter
+        from notedfu.sim.i2c import SimI2CBus
+        from notedfu.sim.notecard import card_from_options
 
         os.environ.setdefault("NOTECARD_SERIAL_LOCK_PATH", str(work / "serial.lock"))
         if spec.startswith("i2c:"):
+            bus = SimI2CBus(card_from_options({"image": image_path, "profile": profile_name}))
             card = notecard.OpenI2C(Smbus2Adapter(bus), 0, 0)
         else:
             card = notecard.OpenSerial(serial.Serial(spec, 9600), lock_path=str(work / "serial.lock"))

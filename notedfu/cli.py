@@ -55,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_notecard_options(fetch)
     fetch.add_argument("-o", "--output", type=Path, metavar="FILE", help="also copy the verified image here")
     fetch.add_argument("--json", action="store_true", help="JSON-lines events on stdout")
-    fetch.add_argument("--chunk", type=int, default=8192, help="first chunk size to ask for (default 8192)")
+    fetch.add_argument("--chunk", type=int, metavar="N",
+                       help="ask for at most N bytes per dfu.get (default: what this card is known to take, "
+                            "4096 at first; larger sizes are tried once in binary mode)")
     fetch.add_argument("--ready-timeout", type=float, default=120.0, metavar="S",
                        help="how long DFU mode may take to become active (default 120)")
     fetch.add_argument("--renew", type=float, default=600.0, metavar="S",
@@ -91,15 +93,24 @@ def build_parser() -> argparse.ArgumentParser:
     card.add_argument("--pty", action="store_true", required=True,
                       help="serve on a pseudo-terminal; its path is the first line printed")
     card.add_argument("--image", type=Path, help="host firmware the card holds (ready, hub mode periodic)")
-    card.add_argument("--profile", default="usb", help="link profile: uart9600, aux115200, usb, i2c100k, i2c400k")
-    card.add_argument("--fault", action="append", default=[], metavar="KIND[@N][+]",
+    card.add_argument("--profile", default="usb",
+                      help="link profile: uart9600, aux115200, usb, i2c100k, i2c400k, slowcard")
+    card.add_argument("--fault", action="append", default=[], metavar="KIND[:REQUEST][@N][+]",
                       help="inject a fault (repeatable): drop, corrupt, io, restart, md5, truncate, garbage, "
-                           "badb64, nonewline")
+                           "trace, halfline, badb64, nonewline, nohandback; :REQUEST aims it at a request by name")
     card.add_argument("--download", type=float, metavar="S", help="seconds the card spends downloading first")
     card.add_argument("--ready-delay", type=float, metavar="S", help="DFU mode becomes active after this long")
     card.add_argument("--dfu-timeout", type=float, metavar="S", help="DFU mode ends after this long (default 900)")
     card.add_argument("--max-chunk", type=int, metavar="N", help="largest dfu.get length served (default 8192)")
+    card.add_argument("--refusal", choices=("tagged", "untagged", "incomplete", "io", "cutoff"),
+                      help="how a longer dfu.get is refused (default tagged: {dfu-dl-chunk-length})")
+    card.add_argument("--firmware", choices=("base64", "binary-store", "current"),
+                      help="card firmware generation: no card.binary; card.binary but no dfu.get binary; both "
+                           "(default current)")
     card.add_argument("--no-binary", action="store_true", help="firmware without card.binary (base64 only)")
+    card.add_argument("--strict-timing", action="store_true",
+                      help="answer a host that paces I2C faster than Blues' libraries as a stressed card does "
+                           "(not acknowledged); without it such a host is only warned about")
     card.add_argument("--mode", help="initial hub mode (default periodic)")
     card.add_argument("--latency", type=float, metavar="S", help="card seconds per request (default 0.05)")
     card.add_argument("--per-kib", type=float, metavar="S", help="card seconds per KiB read (default 0.01)")
@@ -140,10 +151,9 @@ def events_for(args: argparse.Namespace, source: str = "NOTECARD") -> tuple[Even
 
 
 def _open(args: argparse.Namespace):
-    from notedfu.notecard.client import CardClient
     from notedfu.notecard.link import open_notecard
 
-    return CardClient(open_notecard(args.notecard, baud=args.baud, timeout=args.timeout))
+    return open_notecard(args.notecard, baud=args.baud, timeout=args.timeout)
 
 
 def _staging(args: argparse.Namespace):
@@ -317,11 +327,14 @@ def cmd_sim_notecard(args: argparse.Namespace) -> int:
     from notedfu.sim.pty import PtyServer
 
     opts: dict[str, Any] = {"profile": args.profile, "fault": args.fault}
-    for key in ("image", "download", "ready_delay", "dfu_timeout", "max_chunk", "mode", "latency", "per_kib"):
+    for key in ("image", "download", "ready_delay", "dfu_timeout", "max_chunk", "mode", "latency", "per_kib",
+                "refusal", "firmware"):
         if (value := getattr(args, key)) is not None:
             opts[key] = str(value)
     if args.no_binary:
         opts["binary"] = "0"
+    if args.strict_timing:
+        opts["strict_timing"] = "1"
     try:
         card = card_from_options(opts)
     except (OSError, ValueError) as exc:
@@ -336,7 +349,7 @@ def cmd_sim_notecard(args: argparse.Namespace) -> int:
         server.stop()
         # what the host told the card, for rigs and demos to check after the fact
         print(json.dumps({"hub_mode": card.hub_mode, "dfu": card.dfu_state, "reports": card.reports,
-                          "host_version": card.host_version}), flush=True)
+                          "host_version": card.host_version, "warnings": card.warnings}), flush=True)
     return ExitCode.OK
 
 

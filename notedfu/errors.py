@@ -27,6 +27,7 @@ class ExitCode(IntEnum):
     CANCELLED = 12  # `notedfu cancel` stopped the job before the target was touched
     SIGNATURE = 13  # a public key is configured and the image is unsigned or badly signed
     NO_DAEMON = 14  # `notedfu status/approve/cancel/events/install`: no daemon on the socket
+    TRY_LATER = 75  # a transient failure: nothing was lost, the next attempt goes on (sysexits EX_TEMPFAIL)
     INTERRUPTED = 130  # Ctrl-C / SIGTERM; everything was put back first
 
 
@@ -35,12 +36,18 @@ class NotedfuError(Exception):
 
     code = "E_INTERNAL"
     exit_code = ExitCode.FAILURE
+    permanent = False
+    """Whether a retry cannot fix it. Only a permanent failure of a Notehub image is reported to
+    Notehub (``dfu.status stop:true err:…``, which deletes the card's copy); anything else is
+    transient: the card's image and the staged image are kept and a later attempt goes on."""
 
-    def __init__(self, message: str, *, code: str | None = None) -> None:
+    def __init__(self, message: str, *, code: str | None = None, permanent: bool | None = None) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
+        if permanent is not None:
+            self.permanent = permanent
 
     def as_dict(self) -> dict[str, str]:
         """The error as it appears in JSON events and ``--json`` output."""

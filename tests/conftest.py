@@ -12,7 +12,6 @@ from typing import Any, Callable
 import pytest
 
 from notedfu.bench import make_image
-from notedfu.notecard.client import CardClient
 from notedfu.notecard.dfu import Downloader, FetchOptions, FetchResult
 from notedfu.notecard.link import open_notecard
 from notedfu.notecard.staging import Staging
@@ -21,7 +20,7 @@ from notedfu.sim.notecard import NotecardSim, card_from_options
 
 pytest_plugins = ["rig"]  # the simulated rig fixture (tests/rig.py)
 
-FAST = {"latency": "0.005", "per_kib": "0.001"}  # fast card: tests exercise logic, benches measure speed
+FAST = {"latency": "0.005", "per_kib": "0.001", "ready_delay": "0"}  # fast card: tests exercise logic, benches measure speed
 _names = itertools.count()
 
 
@@ -64,8 +63,11 @@ def sim(tmp_path: Path, image: bytes) -> SimFactory:
 def fetch(spec: str, state_dir: Path, *, timeout: float = 3.0, **options: Any) -> FetchResult:
     """One in-process fetch with test-friendly polling."""
     options.setdefault("ready_poll", 0.02)
-    card = open_notecard(spec, timeout=timeout)
-    return Downloader(CardClient(card), Staging(state_dir), options=FetchOptions(**options)).fetch()
+    client = open_notecard(spec, timeout=timeout)
+    try:
+        return Downloader(client, Staging(state_dir), options=FetchOptions(**options)).fetch()
+    finally:
+        client.close()
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:

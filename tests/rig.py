@@ -26,7 +26,8 @@ class Rig(SimulatedRig):
 
     def __init__(self, tmp: Path, offered: bytes, installed: bytes, chip_faults: tuple[str, ...] = (),
                  **card_opts) -> None:
-        card = {"profile": "usb", "mode": "continuous", "latency": "0.01", "per_kib": "0.005", **card_opts}
+        card = {"profile": "usb", "mode": "continuous", "latency": "0.01", "per_kib": "0.005", "ready_delay": "0",
+                **card_opts}
         super().__init__(tmp, RigSetup(offered, installed, card=card, chip_faults=chip_faults,
                                        chip_time_scale=0.1))
         self.tmp = tmp

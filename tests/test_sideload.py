@@ -19,7 +19,6 @@ from notedfu.bench import make_image
 from notedfu.checksums import crc32
 from notedfu.cobs import cobs_encode
 from notedfu.errors import CardError, ExitCode
-from notedfu.notecard.client import CardClient
 from notedfu.notecard.link import open_notecard
 from notedfu.notecard.sideload import SideloadOptions, Sideloader
 from notedfu.notecard.staging import Staging
@@ -34,7 +33,7 @@ def body_for(data: bytes, name: str = "fw.bin") -> dict:
 
 
 def sideload(spec: str, state, data: bytes, **options) -> object:
-    client = CardClient(open_notecard(spec, timeout=3))
+    client = open_notecard(spec, timeout=3)
     try:
         return Sideloader(client, Staging(state), options=SideloadOptions(ready_poll=0.02, **options)).sideload(
             data, "fw.bin")

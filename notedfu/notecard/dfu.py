@@ -18,21 +18,37 @@ from pathlib import Path
 from typing import Any
 
 from notedfu.checksums import file_digests, md5_hex
-from notedfu.errors import (BadResponseError, IntegrityError, LinkError, NotReadyError)
+from notedfu.errors import BadResponseError, IntegrityError, LinkError, NotedfuError, NotReadyError
 from notedfu.events import Events
+from notedfu.notecard.chunksize import MIN_CHUNK, ChunkSizes
 from notedfu.notecard.client import CardClient, CardRequestError
 from notedfu.notecard.mode import CardMode
 from notedfu.notecard.staging import Journal, Staging
 
 MAX_IMAGE_BYTES = 16 * 1024 * 1024  # the Notecard holds ≤ 1.5 MB; anything near this is a lie
-MIN_CHUNK = 256
+CHUNK_RETRIES_PER_REQUEST = 2  # the request layer's own retries for a data chunk (the chunk loop retries too)
 _MD5 = re.compile(r"^[0-9a-fA-F]{32}$")
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]")
+_SIZE_WORDS = re.compile(r"length|size|chunk|too (large|big|long)|exceed|incomplete", re.IGNORECASE)
 
 
 def _display(value: Any, limit: int = 200) -> str:
     """Card-supplied text made safe to print (never used as a path)."""
     return _UNPRINTABLE.sub("?", str(value))[:limit] if value is not None else ""
+
+
+def is_size_refusal(exc: NotedfuError, probing: bool) -> bool:
+    """Whether a failed ``dfu.get`` says the chunk was too large.
+
+    While probing a larger size, any error answer or lost/incomplete answer
+    counts (the one request the probe may cost). At a size the card took
+    before, only an answer that speaks of the length does.
+    """
+    if isinstance(exc, CardRequestError):
+        if exc.code in ("E_DFU_MODE_LOST", "E_DFU_NOT_READY", "E_NOT_SUPPORTED"):
+            return False
+        return probing or exc.code == "E_CHUNK_TOO_LARGE" or bool(_SIZE_WORDS.search(exc.err))
+    return probing and isinstance(exc, LinkError)
 
 
 @dataclass(frozen=True)
@@ -53,15 +69,16 @@ class ImageInfo:
         if not isinstance(body, dict):
             raise BadResponseError("dfu.status: ready but no image metadata", code="E_IMAGE_META")
         length, md5, crc = body.get("length"), body.get("md5"), body.get("crc32")
+        # Metadata that cannot describe an image will not get better by asking again: permanent.
         if not isinstance(length, int) or isinstance(length, bool) or not 0 < length <= max_length:
             raise BadResponseError(f"dfu.status: image length {length!r} is not in 1..{max_length}",
-                                   code="E_IMAGE_META")
+                                   code="E_IMAGE_META", permanent=True)
         if not isinstance(md5, str) or not _MD5.match(md5):
             raise BadResponseError(f"dfu.status: image md5 {_display(md5, 40)!r} is not 32 hex digits",
-                                   code="E_IMAGE_META")
+                                   code="E_IMAGE_META", permanent=True)
         if not isinstance(crc, int) or isinstance(crc, bool) or not 0 <= crc <= 0xFFFFFFFF:
             raise BadResponseError(f"dfu.status: image crc32 {_display(crc, 40)!r} is not a 32-bit number",
-                                   code="E_IMAGE_META")
+                                   code="E_IMAGE_META", permanent=True)
         info = body.get("info")
         version = info.get("version") if isinstance(info, dict) else None
         return cls(length, md5.lower(), crc, _display(body.get("name")), _display(body.get("source")),
@@ -72,11 +89,12 @@ class ImageInfo:
 class FetchOptions:
     """Knobs of the download engine."""
 
-    chunk: int = 8192  # first chunk size tried; steps down when the card refuses it
+    chunk: int | None = None  # the largest chunk to ask for (default: what this card is known to take)
     ready_timeout: float = 120.0  # how long DFU mode may take to become active
     ready_poll: float = 1.0  # between dfu.get length:0 probes
     renew_seconds: float = 600.0  # re-send hub.set dfu this often (the card drops DFU mode after 15 min)
     retries: int = 5  # tries per chunk before giving up
+    state_root: Path | None = None  # where per-card chunk sizes are remembered (default: the staging root)
     max_image: int = MAX_IMAGE_BYTES
     binary: bool | None = None  # None: use binary when the card offers it (detected)
 
@@ -90,6 +108,7 @@ class FetchResult:
     resumed_from: int = 0
     chunks: int = 0
     chunk_size: int = 0
+    refused_sizes: list[int] = field(default_factory=list)
     binary: bool = False
     seconds: float = 0.0
     card_mode: str = ""
@@ -144,7 +163,21 @@ class Downloader:
                              done=journal.verified, total=image.length)
             self._transfer(journal, result)
             self.events.step("verify", "verifying length, MD5 and CRC-32")
-            result.path = self._verify(journal)
+            try:
+                result.path = self._verify(journal)
+            except IntegrityError as exc:
+                if journal.rereads:
+                    raise
+                # Every chunk matched its md5, yet the whole does not: read it all once more before
+                # calling the card's copy bad (which costs a new download from Notehub).
+                self.events.message(f"{exc.message}: reading the whole image from the Notecard again", "warning")
+                journal = self.staging.journal(image.md5, image.length, image.crc32, source=image.source,
+                                               version=image.version, rereads=journal.rereads + 1)
+                self.events.step("transfer", "reading the image from the Notecard again", percent=0.0,
+                                 done=0, total=image.length)
+                self._transfer(journal, result)
+                self.events.step("verify", "verifying length, MD5 and CRC-32")
+                result.path = self._verify(journal)
         finally:
             self.events.step("exit_dfu", "handing the Notecard back")
             result.card_mode = self.mode.hand_back(saved)
@@ -156,10 +189,20 @@ class Downloader:
                                    self.options.ready_poll)
 
     # ------------------------------------------------------------ transfer
+    def _chunk_sizes(self) -> ChunkSizes:
+        """This card's remembered chunk sizes, keyed by its device UID (``card.version``)."""
+        uid = self.client.request({"req": "card.version"}).get("device")
+        return ChunkSizes(self.options.state_root or self.staging.root, uid if isinstance(uid, str) else "")
+
     def _transfer(self, journal: Journal, result: FetchResult) -> None:
         capacity = 0 if self.options.binary is False else self.client.binary_capacity()
         binary = capacity > 0
-        chunk = min(self.options.chunk, capacity) if binary else self.options.chunk
+        sizes = self._chunk_sizes()
+        encoding = "binary" if binary else "base64"
+        chunk = sizes.good(encoding, capacity or None)
+        probe = sizes.probe(encoding, capacity or None)
+        if self.options.chunk:
+            chunk, probe = min(chunk, self.options.chunk), None
         offset = journal.verified
         tries = 0
         fd = self.staging.open_part(journal)
@@ -168,33 +211,39 @@ class Downloader:
             while offset < journal.length:
                 if time.monotonic() - self.mode.entered_at > self.options.renew_seconds:
                     self.mode.set("dfu")  # restarts the card's 15-minute DFU timer
-                length = min(chunk, journal.length - offset)
+                probing = probe is not None and journal.length - offset >= probe
+                length = min(probe if probing else chunk, journal.length - offset)
                 try:
-                    data, binary = self._get_chunk(offset, length, binary)
-                except CardRequestError as exc:
-                    if exc.code == "E_CHUNK_TOO_LARGE" and chunk > MIN_CHUNK:
-                        chunk = max(MIN_CHUNK, chunk // 2)
-                        self.events.message(f"the Notecard refused the chunk size: trying {chunk}", "warning")
+                    data, binary = self._get_chunk(offset, length, binary, probing)
+                except (CardRequestError, LinkError) as exc:
+                    if is_size_refusal(exc, probing) and length > MIN_CHUNK:
+                        chunk = sizes.refused(encoding, length)
+                        result.refused_sizes.append(length)
+                        probe = None
+                        self.events.message(f"the Notecard refused {length}-byte chunks ({exc.message}); "
+                                            f"using {chunk} (remembered for this card)", "warning")
                         continue
-                    if exc.code == "E_NOT_SUPPORTED" and binary:
-                        binary = False
+                    if isinstance(exc, CardRequestError) and exc.code == "E_NOT_SUPPORTED" and binary:
+                        binary, encoding = False, "base64"
+                        chunk, probe = sizes.good(encoding), None
                         continue
-                    if exc.code not in ("E_DFU_MODE_LOST", "E_DFU_NOT_READY"):
+                    if isinstance(exc, CardRequestError) and exc.code in ("E_DFU_MODE_LOST", "E_DFU_NOT_READY"):
+                        tries += 1
+                        if tries > self.options.retries:
+                            raise
+                        self.events.message(f"the Notecard left DFU mode ({exc.err}): entering it again", "warning")
+                        self._enter_dfu()
+                        continue
+                    if isinstance(exc, CardRequestError) and exc.code != "E_CARD_IO":
                         raise
-                    tries += 1
-                    if tries > self.options.retries:
-                        raise
-                    self.events.message(f"the Notecard left DFU mode ({exc.err}): entering it again", "warning")
-                    self._enter_dfu()
+                    tries = self._retry_chunk(offset, exc, tries, result)
                     continue
-                except (IntegrityError, BadResponseError, LinkError) as exc:
-                    tries += 1
-                    result.retried_chunks += 1
-                    if tries > self.options.retries:
-                        raise type(exc)(f"chunk at offset {offset}: {exc.message} "
-                                        f"({self.options.retries} retries)", code=exc.code) from exc
-                    self.events.message(f"chunk at offset {offset}: {exc.message}; retrying", "warning")
+                except (IntegrityError, BadResponseError) as exc:
+                    tries = self._retry_chunk(offset, exc, tries, result)
                     continue
+                if probing:
+                    sizes.took(encoding, length)
+                    chunk, probe = length, sizes.probe(encoding, capacity or None)
                 self.staging.write_chunk(fd, journal, offset, data)
                 offset += length
                 tries = 0
@@ -208,12 +257,25 @@ class Downloader:
         result.chunk_size = chunk
         result.binary = binary
 
-    def _get_chunk(self, offset: int, length: int, binary: bool) -> tuple[bytes, bool]:
-        """One verified chunk; also says whether the card really answered in binary."""
+    def _retry_chunk(self, offset: int, exc: NotedfuError, tries: int, result: FetchResult) -> int:
+        """Count one more failed try of the chunk at ``offset``; raise when the budget is spent."""
+        tries += 1
+        result.retried_chunks += 1
+        if tries > self.options.retries:
+            kind, code = (LinkError, "E_NOTECARD_IO") if isinstance(exc, CardRequestError) else (type(exc), exc.code)
+            raise kind(f"chunk at offset {offset}: {exc.message} ({self.options.retries} retries)", code=code) from exc
+        self.events.message(f"chunk at offset {offset}: {exc.message}; retrying", "warning")
+        return tries
+
+    def _get_chunk(self, offset: int, length: int, binary: bool, probing: bool = False) -> tuple[bytes, bool]:
+        """One verified chunk; also says whether the card really answered in binary.
+
+        A probe of a larger size is sent once: its failure is the answer.
+        """
         req: dict[str, Any] = {"req": "dfu.get", "offset": offset, "length": length}
         if binary:
             req["binary"] = True
-        rsp = self.client.request(req)
+        rsp = self.client.request(req, retries=0 if probing else CHUNK_RETRIES_PER_REQUEST)
         status = rsp.get("status")
         if not isinstance(status, str) or not _MD5.match(status):
             raise BadResponseError("dfu.get: no md5 status for the chunk", code="E_BAD_RESPONSE")
@@ -250,6 +312,7 @@ class Downloader:
         elif crc != journal.crc32:
             problem = ("E_IMAGE_CRC32", f"image CRC-32 {crc:08x} does not match the Notecard's {journal.crc32:08x}")
         if problem:
-            self.staging.discard(journal.md5)  # every chunk matched yet the whole does not: start over next time
-            raise IntegrityError(problem[1], code=problem[0])
+            self.staging.discard(journal.md5)  # every chunk matched yet the whole does not: start over
+            # The second time (after one complete re-read) the card's copy is bad: only Notehub can fix it.
+            raise IntegrityError(problem[1], code=problem[0], permanent=journal.rereads > 0)
         return self.staging.complete(journal)

@@ -7,20 +7,27 @@ spec                                      opens
 ``sim://notecard?image=fw.bin&…``         the simulator (pyserial URL handler)
 ``rfc2217://host:port``, ``spy://…``      any other pyserial URL
 ``i2c:/dev/i2c-1?address=0x17``           serial-over-I2C through smbus2
+``i2c:/dev/i2c-1?pacing=docs``            … polling at Blues' documented minimum
 ``i2c:sim://notecard?profile=i2c100k&…``  the simulated I2C bus
 ========================================  =====================================
+
+Every port is locked for as long as it is open (:mod:`notedfu.portlock`): a
+second process on the same card gets ``E_BUSY`` naming the first.
 """
 
 from __future__ import annotations
 
 import os
+import urllib.parse
 from dataclasses import dataclass
 
 import serial
 
 import notedfu.sim  # noqa: F401 - registers the sim:// URL scheme with pyserial
-from notedfu.errors import LinkError, UsageError
-from notedfu.notecard.transport import FastI2C, FastSerial
+from notedfu.errors import LinkError, NotedfuError, UsageError
+from notedfu.notecard.client import CardClient
+from notedfu.notecard.transport import PACING, I2CLink, SerialLink
+from notedfu.portlock import PortLock
 from notedfu.specs import int_option, split_options
 
 ENV_SPEC = "NOTEDFU_NOTECARD"
@@ -35,11 +42,17 @@ class LinkSpec:
     target: str  # device path or URL
     baud: int = DEFAULT_BAUD
     address: int = 0x17
+    pacing: str = "blues"  # I2C: "blues" (note-c's pacing) or "docs" (the documented minimum)
 
     @property
     def simulated(self) -> bool:
         """Whether the far end is the simulator."""
         return self.target.lower().startswith("sim://")
+
+    @property
+    def lock_name(self) -> str:
+        """What the port lock is keyed on."""
+        return f"{self.target}@{self.address:#04x}" if self.kind == "i2c" else self.target
 
 
 def parse_spec(spec: str | None, baud: int | None = None) -> LinkSpec:
@@ -51,26 +64,38 @@ def parse_spec(spec: str | None, baud: int | None = None) -> LinkSpec:
         target, options = split_options(spec[4:])
         if not target:
             raise UsageError(f"no I2C bus in {spec!r} (e.g. i2c:/dev/i2c-1)", code="E_BAD_SPEC")
-        return LinkSpec("i2c", target, address=int_option(options, "address", spec) or 0x17)
+        if "://" in target:  # a URL keeps its query: read the link's own options from it
+            options = urllib.parse.parse_qs(urllib.parse.urlsplit(target).query)
+        pacing = options.get("pacing", ["blues"])[-1]
+        if pacing not in PACING:
+            raise UsageError(f"bad pacing {pacing!r} in {spec!r} (one of {', '.join(PACING)})", code="E_BAD_SPEC")
+        return LinkSpec("i2c", target, address=int_option(options, "address", spec) or 0x17, pacing=pacing)
     target, options = split_options(spec)
     return LinkSpec("serial", target, baud=baud or int_option(options, "baud", spec) or DEFAULT_BAUD)
 
 
-Card = FastSerial | FastI2C
-
-
-def open_notecard(spec: str | LinkSpec | None, *, baud: int | None = None, timeout: float = 30.0) -> Card:
-    """Open the Notecard named by ``spec`` and run note-python's reset handshake."""
+def open_notecard(spec: str | LinkSpec | None, *, baud: int | None = None, timeout: float = 30.0) -> CardClient:
+    """Open and lock the Notecard named by ``spec`` and run the newline handshake."""
     link = spec if isinstance(spec, LinkSpec) else parse_spec(spec, baud)
+    lock = PortLock(link.lock_name, "Notecard").acquire()
     try:
-        if link.kind == "i2c":
-            return FastI2C(_open_bus(link), link.address, timeout=timeout)
-        port = serial.serial_for_url(link.target, baudrate=link.baud)
-        return FastSerial(port, timeout=timeout)
-    except (serial.SerialException, OSError, ValueError) as exc:
-        raise LinkError(f"cannot open Notecard {link.target!r}: {exc}", code="E_LINK_OPEN") from exc
-    except Exception as exc:  # note-python raises bare Exception when the handshake fails
-        raise LinkError(f"Notecard on {link.target!r} does not answer: {exc}", code="E_LINK_NO_ANSWER") from exc
+        try:
+            if link.kind == "i2c":
+                transport = I2CLink(_open_bus(link), link.address, pacing=PACING[link.pacing], name=link.target)
+            else:
+                transport = SerialLink(serial.serial_for_url(link.target, baudrate=link.baud), name=link.target)
+        except (serial.SerialException, OSError, ValueError) as exc:
+            raise LinkError(f"cannot open Notecard {link.target!r}: {exc}", code="E_LINK_OPEN") from exc
+        client = CardClient(transport, timeout=timeout, lock=lock)
+        try:
+            client.resync()
+        except NotedfuError:
+            transport.close()
+            raise
+        return client
+    except BaseException:
+        lock.release()
+        raise
 
 
 def _open_bus(link: LinkSpec):

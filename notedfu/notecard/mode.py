@@ -77,15 +77,24 @@ class CardMode:
         Never raises: if the card cannot be reached, ``card-mode.json`` stays
         and :meth:`repair` finishes the job later; ``"dfu"`` is returned.
         """
-        try:
-            self.set(saved or "dfu-completed")
-            mode = self.current()
-        except NotedfuError as exc:
-            self.events.message(f"could not hand the Notecard back ({exc}); the next run will", "error")
-            return "dfu"
-        if saved is not None:
-            self.staging.clear_card_mode()
-        return mode
+        problem = ""
+        for _ in range(2):
+            try:
+                self.set(saved or "dfu-completed")
+            except NotedfuError as exc:
+                problem = str(exc)  # the card may have switched and only its answer got lost: look
+            try:
+                mode = self.current()  # the mode the card reports is the proof, not hub.set's answer
+            except NotedfuError as exc:
+                problem = str(exc)
+                continue
+            if mode != "dfu":
+                if saved is not None:
+                    self.staging.clear_card_mode()
+                return mode
+            problem = problem or "hub.get still says dfu"
+        self.events.message(f"could not hand the Notecard back ({problem}); the next run will", "error")
+        return "dfu"
 
     def repair(self) -> str | None:
         """Hand the card back if an interrupted run left it in DFU mode; return the mode set."""

@@ -89,6 +89,7 @@ class Journal:
     source: str = ""  # for display only, never used as a path
     version: str = ""
     complete: bool = False
+    rereads: int = 0  # whole re-reads from the card after the image failed verification
 
 
 class Staging:

@@ -1,48 +1,93 @@
-"""note-python transports without the dead time.
+"""Bytes to and from a Notecard: a serial port (pyserial) or serial-over-I2C (smbus2).
 
-note-python owns the JSON transaction layer (request CRC and sequence
-numbers, retries, the reset handshake); these subclasses replace only the
-byte-moving parts that cost time on every request:
+Both links offer the same small interface to the transaction layer
+(:mod:`notedfu.notecard.client`): send a request line, read an answer line by
+a deadline, read an announced number of binary bytes, drop stale input, and
+the newline handshake that resynchronises host and card. They pace what they
+write and how often they poll as Blues' own libraries do, because the
+Notecard has no flow control (Blues staff, discuss.blues.io/t/929: "Both
+serial and I2C are implemented with no flow control … hence the need for the
+delays"):
 
-* ``OpenSerial.transmit`` sleeps 250 ms after *every* segment, the last one
-  included, so each request pays a quarter second for nothing (note-c skips the
-  delay after the last segment). We keep the 250-byte segments and the pause
-  *between* them (the card's 1500-byte input buffer needs it) and drop the
-  trailing one.
-* ``OpenSerial`` polls for the answer every 10 ms and then reads it one byte at
-  a time; we block in ``read`` (woken by the first byte) and read in bulk.
-* ``OpenI2C`` sleeps 5 ms + 20 ms around every chunk and polls for the answer
-  every 50 ms; we keep ≥ 1 ms between bus transfers (note-c issue #82) and
-  poll every 5 ms. It also reads past the end of a line, which swallows the
-  binary data that follows a ``card.binary.get`` answer; we stop at the line.
+* serial: requests in 250-byte segments with 250 ms between segments, none
+  after the last (note-c ``_serialChunkedTransmit``);
+* I2C (:class:`I2CPacing`): ≤ 253-byte chunks (note-c ``NOTE_I2C_MAX_MAX``),
+  6 ms before each chunk and 20 ms after it, 250 ms per 250-byte segment, and
+  50 ms between "anything for me?" queries (note-c ``n_i2c.c``; note-python
+  PR #79: faster polling put real cards into an error state).
 
-Both keep what they read past a line end for the next ``receive``.
+What the card sends past the end of a line stays buffered for the next read.
 """
 
 from __future__ import annotations
 
+import errno
 import time
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-import notecard
-from notecard.notecard import (CARD_INTER_TRANSACTION_TIMEOUT_SEC, CARD_INTRA_TRANSACTION_TIMEOUT_SEC,
-                               CARD_REQUEST_SEGMENT_DELAY_MS, CARD_REQUEST_SEGMENT_MAX_LEN,
-                               CARD_REQUEST_I2C_CHUNK_DELAY_MS)
+from notedfu.errors import LinkError
 
-I2C_MAX_TRANSFER = 253  # 255 minus the 2-byte header (note-c NOTE_I2C_MAX_MAX)
-I2C_IO_GAP = 0.001  # minimum pause before each bus transfer (note-c issue #82, note-go)
-I2C_POLL = 0.005  # between "anything for me?" queries while the card thinks
-SERIAL_READ_SLICE = 0.25  # longest single blocking read; deadlines are checked between reads
-STREAM_SLEEP_MAX = 0.1  # < the time a 4 KiB kernel tty buffer takes to fill at 115200 baud
+SEGMENT_LENGTH = 250  # note-c CARD_REQUEST_SERIAL_SEGMENT_MAX_LEN / CARD_REQUEST_I2C_SEGMENT_MAX_LEN
+SEGMENT_PAUSE = 0.250  # note-c CARD_REQUEST_*_SEGMENT_DELAY_MS
+INTRA_LINE_TIMEOUT = 1.0  # note-c CARD_INTRA_TRANSACTION_TIMEOUT_SEC: a started line stalls this long → incomplete
+RESET_TRIES = 10  # note-c CARD_RESET_SYNC_RETRIES
+RESET_DRAIN = 0.5  # note-c CARD_RESET_DRAIN_MS: how long to listen for the echo of a newline
+RESET_QUIET = 0.1  # after a clean "\r\n" echo, this long with nothing more is enough
+I2C_MAX_TRANSFER = 253  # 255 minus the 2-byte header (note-c NOTE_I2C_MAX_MAX, note-go CardI2CMax)
+I2C_NACK_WAIT = 1.0  # note-c CARD_REQUEST_I2C_NACK_WAIT_MS: a card that NACKs is busy
+SERIAL_READ_SLICE = 0.25  # longest single blocking serial read; deadlines are checked between reads
+STREAM_SLEEP_MAX = 0.05  # < the 0.36 s a 4 KiB kernel tty buffer takes to fill at 115200 baud
 
 
-class _LineReceiver:
-    """Line reading shared by both transports: bulk reads, leftovers kept."""
+class LinkTimeout(LinkError):
+    """The card sent nothing before the deadline."""
 
-    _pending: bytearray
-    transaction_timeout: float
+    code = "E_NOTECARD_TIMEOUT"
 
-    def _read_some(self) -> bytes:  # pragma: no cover - provided by the transport
+
+class LinkIncomplete(LinkError):
+    """The card started an answer and stopped (note-c: "transaction incomplete")."""
+
+    code = "E_NOTECARD_IO"
+
+
+class CardLink(Protocol):
+    """What the transaction layer needs of a link to a Notecard."""
+
+    name: str
+
+    def send(self, data: bytes) -> None:
+        """Write a request line, paced for the card."""
+
+    def send_raw(self, data: bytes) -> None:
+        """Write binary data the card announced it will take (``card.binary.put``)."""
+
+    def read_line(self, deadline: float) -> bytes:
+        """One line, terminator included; :class:`LinkTimeout` / :class:`LinkIncomplete`."""
+
+    def read_exact(self, count: int) -> bytes:
+        """Exactly ``count`` bytes the card announced."""
+
+    def discard_input(self) -> int:
+        """Drop what the card has sent and nobody read; return how many bytes."""
+
+    def reset(self) -> None:
+        """The newline handshake: afterwards the card has no half request and nothing is pending."""
+
+    def close(self) -> None:
+        """Release the port or bus."""
+
+
+class _LineBuffer:
+    """Line assembly shared by both links: bulk reads, leftovers kept for the next read."""
+
+    name = "Notecard"
+
+    def __init__(self) -> None:
+        self._pending = bytearray()
+
+    def _read_some(self) -> bytes:  # pragma: no cover - each link provides it
         raise NotImplementedError
 
     def _take_line(self) -> bytes | None:
@@ -53,117 +98,301 @@ class _LineReceiver:
         del self._pending[:end + 1]
         return line
 
-    def receive(self, timeout_secs: float = CARD_INTRA_TRANSACTION_TIMEOUT_SEC, delay: bool = True) -> bytes:
-        """Read one newline-terminated line; ``timeout_secs`` bounds the wait for its first byte."""
-        deadline = time.monotonic() + timeout_secs
+    def read_line(self, deadline: float) -> bytes:
+        """One newline-terminated line: the first byte by ``deadline``, the rest without a 1 s stall."""
+        last_byte = time.monotonic()
         while (line := self._take_line()) is None:
-            data = self._read_some()
-            if data:
-                self._pending += data
-                deadline = time.monotonic() + CARD_INTRA_TRANSACTION_TIMEOUT_SEC
-            elif time.monotonic() > deadline:
-                raise Exception("Timed out waiting to receive data from Notecard.")
-        return line
-
-    streams = False  # bytes keep arriving while we sleep (serial), or only when we read (I2C)
-
-    def receive_count(self, count: int) -> bytes:
-        """Exactly ``count`` bytes: binary data whose length the card announced.
-
-        On a serial link the bytes stream in whether we look or not, so rather
-        than waking for every byte (tens of CPU seconds per MiB at 9600 baud)
-        we sleep for most of the time the rest needs at the rate seen so far.
-        """
-        start = time.monotonic()
-        deadline = start + CARD_INTRA_TRANSACTION_TIMEOUT_SEC
-        had = len(self._pending)
-        while len(self._pending) < count:
             data = self._read_some()
             now = time.monotonic()
             if data:
                 self._pending += data
-                deadline = now + CARD_INTRA_TRANSACTION_TIMEOUT_SEC
-                remaining, got = count - len(self._pending), len(self._pending) - had
-                if self.streams and remaining > 0 and got > 0 and now > start:
-                    time.sleep(min(0.8 * remaining * (now - start) / got, STREAM_SLEEP_MAX))
-            elif now > deadline:
-                raise Exception("Timed out waiting to receive binary data from Notecard.")
-        data = bytes(self._pending[:count])
-        del self._pending[:count]
-        return data
+                last_byte = now
+            elif self._pending and now - last_byte > INTRA_LINE_TIMEOUT:
+                raise LinkIncomplete(f"{self.name}: the answer stopped after {len(self._pending)} bytes "
+                                     "(transaction incomplete)")
+            elif not self._pending and now > deadline:
+                raise LinkTimeout(f"{self.name}: no answer from the Notecard")
+        return line
 
-    def _transaction_timeout_seconds(self, req: dict[str, Any]) -> float:
-        """note-python's per-request timeout, capped by ours (tests and rigs shorten it)."""
-        return min(super()._transaction_timeout_seconds(req), self.transaction_timeout)  # type: ignore[misc]
-
-    def Reset(self) -> None:  # noqa: N802 - note-python's name
-        """Forget leftovers, then note-python's newline handshake."""
+    def _echo_is_clean(self, window: float) -> bool:
+        """After a bare newline: listen; clean when only CR/LF came back (note-c ``_serialNoteReset``)."""
+        seen = bytearray()
+        start = last_data = time.monotonic()
+        while time.monotonic() - start < window:
+            data = self._read_some()
+            now = time.monotonic()
+            if data:
+                seen += data
+                last_data = now
+                if data.strip(b"\r\n"):
+                    start = now  # the card is still talking: listen on
+            elif seen and not seen.strip(b"\r\n") and now - last_data > RESET_QUIET:
+                break
         self._pending.clear()
-        super().Reset()  # type: ignore[misc]
+        return bool(seen) and not seen.strip(b"\r\n")
 
 
 class SerialPort(Protocol):
-    """What the serial transport needs of a port (pyserial's ``Serial``)."""
+    """What the serial link needs of a port (pyserial's ``Serial``)."""
 
     timeout: float | None
     in_waiting: int
 
     def read(self, size: int = 1) -> bytes: ...
     def write(self, data: bytes) -> int | None: ...
+    def close(self) -> None: ...
 
 
-class FastSerial(_LineReceiver, notecard.OpenSerial):
-    """note-python's serial Notecard, minus the sleep after every request."""
+class SerialLink(_LineBuffer):
+    """A Notecard on a serial port (USB CDC, the UART at 9600, or AUX)."""
 
-    streams = True
-
-    def __init__(self, port: SerialPort, *, timeout: float = CARD_INTER_TRANSACTION_TIMEOUT_SEC,
-                 lock_path: str | None = None) -> None:
-        self._pending = bytearray()
-        self.transaction_timeout = timeout
+    def __init__(self, port: SerialPort, name: str = "Notecard") -> None:
+        super().__init__()
+        self.port = port
+        self.name = name
         port.timeout = SERIAL_READ_SLICE
-        super().__init__(port, lock_path=lock_path)
 
-    def transmit(self, data: bytes, delay: bool = True) -> None:
-        """Write ``data`` in 250-byte segments, pausing between segments only."""
-        for start in range(0, len(data), CARD_REQUEST_SEGMENT_MAX_LEN):
-            if start and delay:
-                time.sleep(CARD_REQUEST_SEGMENT_DELAY_MS / 1000)
-            self.uart.write(data[start:start + CARD_REQUEST_SEGMENT_MAX_LEN])
+    def send(self, data: bytes) -> None:
+        """Write in 250-byte segments with 250 ms between them (the card's 1500-byte input buffer)."""
+        for start in range(0, len(data), SEGMENT_LENGTH):
+            if start:
+                time.sleep(SEGMENT_PAUSE)
+            self._write(data[start:start + SEGMENT_LENGTH])
+
+    def send_raw(self, data: bytes) -> None:
+        """Unpaced: the card takes announced binary data straight into its binary store."""
+        self._write(data)
+
+    def _write(self, data: bytes) -> None:
+        try:
+            self.port.write(data)
+        except (OSError, ValueError) as exc:  # pyserial's SerialException is an OSError
+            raise LinkError(f"{self.name}: write failed: {exc}", code="E_NOTECARD_IO") from exc
 
     def _read_some(self) -> bytes:
         # Blocks until at least one byte (or the slice ends), then takes all there is.
-        return self.uart.read(max(1, self.uart.in_waiting))
+        try:
+            return self.port.read(max(1, self.port.in_waiting))
+        except (OSError, ValueError) as exc:
+            raise LinkError(f"{self.name}: read failed: {exc}", code="E_NOTECARD_IO") from exc
 
-    def _transact(self, req_bytes: bytes, rsp_expected: bool,
-                  timeout_secs: float = CARD_INTER_TRANSACTION_TIMEOUT_SEC) -> bytes | None:
-        self.transmit(req_bytes)
-        if not rsp_expected:
-            return None
-        return self.receive(timeout_secs)
+    def read_exact(self, count: int) -> bytes:
+        """``count`` bytes streaming in: sleep through most of each stretch instead of waking per byte.
 
-    def _available_default(self) -> bool:
-        return bool(self._pending) or self.uart.in_waiting > 0
+        The rate is measured from the first byte on, so the card's think time
+        before it does not make the read sleep longer than the data needs.
+        """
+        first_at = got_at_first = None
+        last_byte = time.monotonic()
+        while len(self._pending) < count:
+            data = self._read_some()
+            now = time.monotonic()
+            if data:
+                self._pending += data
+                last_byte = now
+                if first_at is None:
+                    first_at, got_at_first = now, len(self._pending)
+                elif now > first_at and len(self._pending) > got_at_first:
+                    rate = (len(self._pending) - got_at_first) / (now - first_at)
+                    time.sleep(min(0.5 * (count - len(self._pending)) / rate, STREAM_SLEEP_MAX))
+            elif now - last_byte > INTRA_LINE_TIMEOUT:
+                raise LinkIncomplete(f"{self.name}: binary data stopped after {len(self._pending)} of "
+                                     f"{count} bytes")
+        data = bytes(self._pending[:count])
+        del self._pending[:count]
+        return data
 
-    def _read_byte(self) -> bytes:
-        if self._pending:
-            byte = bytes(self._pending[:1])
-            del self._pending[:1]
-            return byte
-        return self.uart.read(1)
+    def discard_input(self) -> int:
+        """Drop leftovers and whatever has arrived unread."""
+        dropped = len(self._pending)
+        self._pending.clear()
+        try:
+            waiting = self.port.in_waiting
+            if waiting:
+                dropped += len(self.port.read(waiting))
+        except (OSError, ValueError) as exc:
+            raise LinkError(f"{self.name}: read failed: {exc}", code="E_NOTECARD_IO") from exc
+        return dropped
+
+    def reset(self) -> None:
+        """note-c's handshake: a bare ``\\n`` until the card echoes only ``\\r\\n``."""
+        for attempt in range(RESET_TRIES):
+            if attempt:
+                time.sleep(RESET_DRAIN)
+            self.discard_input()
+            self._write(b"\n")
+            if self._echo_is_clean(RESET_DRAIN):
+                return
+        raise LinkError(f"{self.name}: the Notecard does not answer (no echo of a newline in {RESET_TRIES} tries)",
+                        code="E_LINK_NO_ANSWER")
+
+    def close(self) -> None:
+        """Close the port."""
+        self.port.close()
+
+
+@dataclass(frozen=True)
+class I2CPacing:
+    """How a host paces serial-over-I2C. The defaults are note-c's (``n_i2c.c``)."""
+
+    io_gap: float = 0.001  # between any two bus transfers (dev.blues.io serial-over-I2C guide: "minimum 1ms")
+    before_chunk: float = 0.006  # note-c _delayIO() before each request chunk ("instability in some cards")
+    after_chunk: float = 0.020  # CARD_REQUEST_I2C_CHUNK_DELAY_MS, after every chunk, the last one included
+    poll: float = 0.050  # between empty queries (note-c _i2cNoteQueryLength, note-python PR #79)
+
+
+PACING = {
+    "blues": I2CPacing(),
+    # dev.blues.io "Notecard communication without a library": 20 ms per chunk, 250 ms per segment,
+    # "a polling delay of 25ms", 1 ms between transactions: the least the card is documented to need.
+    "docs": I2CPacing(before_chunk=0.001, poll=0.025),
+}
 
 
 class I2CBus(Protocol):
-    """What the I2C transport needs of a bus (smbus2's ``SMBus``)."""
+    """What the I2C link needs of a bus (smbus2's ``SMBus``)."""
 
     def i2c_rdwr(self, *msgs: Any) -> None: ...
+    def close(self) -> None: ...
+
+
+class I2CLink(_LineBuffer):
+    """A Notecard on serial-over-I2C: ``[N, data]`` writes, ``[0, N]`` → ``[available, N, data]`` reads."""
+
+    def __init__(self, bus: I2CBus, address: int = 0x17, *, pacing: I2CPacing = PACING["blues"],
+                 name: str = "Notecard") -> None:
+        super().__init__()
+        self.bus = bus
+        self.address = address
+        self.pacing = pacing
+        self.name = name
+        self._available = 0  # what the card said it still has, from the last read's header
+        self._not_before = 0.0  # the next transfer waits until then
+
+    # ------------------------------------------------------------ bus transfers
+    def _wait(self, extra: float = 0.0) -> None:
+        ready = max(self._not_before, time.monotonic() + extra)
+        delay = ready - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+
+    def _transfer(self, *messages: Any) -> None:
+        self._wait()
+        try:
+            self.bus.i2c_rdwr(*messages)
+        except OSError as exc:
+            if exc.errno in (errno.EREMOTEIO, errno.ENXIO, errno.EIO):
+                raise LinkError(f"{self.name}: the Notecard did not acknowledge on I2C ({exc.strerror})",
+                                code="E_NOTECARD_IO") from exc
+            raise LinkError(f"{self.name}: I2C transfer failed: {exc}", code="E_NOTECARD_IO") from exc
+        finally:
+            self._not_before = time.monotonic() + self.pacing.io_gap
+
+    def _write_chunk(self, chunk: bytes) -> None:
+        from smbus2 import i2c_msg
+
+        self._transfer(i2c_msg.write(self.address, bytes([len(chunk)]) + chunk))
+
+    def _read(self, length: int) -> bytes:
+        """One ``[0, N]`` read; keeps the card's ``available``; returns the N data bytes."""
+        from smbus2 import i2c_msg
+
+        ask, answer = i2c_msg.write(self.address, bytes([0, length])), i2c_msg.read(self.address, length + 2)
+        self._transfer(ask, answer)
+        raw = bytes(answer)
+        available, count = raw[0], raw[1]
+        if count != length or available > I2C_MAX_TRANSFER:
+            self._available = 0
+            raise LinkError(f"{self.name}: bad serial-over-I2C header (asked {length}, got {count}, "
+                            f"{available} available)", code="E_NOTECARD_IO")
+        self._available = available
+        return raw[2:]
+
+    # ------------------------------------------------------------ link interface
+    def send(self, data: bytes) -> None:
+        """Chunks of ≤ 253 bytes paced as note-c paces them."""
+        in_segment = 0
+        for start in range(0, len(data), I2C_MAX_TRANSFER):
+            chunk = data[start:start + I2C_MAX_TRANSFER]
+            self._wait(self.pacing.before_chunk)
+            self._write_chunk(chunk)
+            in_segment += len(chunk)
+            pause = self.pacing.after_chunk
+            if in_segment > SEGMENT_LENGTH:
+                in_segment, pause = 0, pause + SEGMENT_PAUSE
+            self._not_before = time.monotonic() + pause
+        self._available = 0
+
+    def send_raw(self, data: bytes) -> None:
+        """Announced binary data: ≤ 253-byte chunks, no pacing beyond the bus gap (note-c, note-python)."""
+        for start in range(0, len(data), I2C_MAX_TRANSFER):
+            self._write_chunk(data[start:start + I2C_MAX_TRANSFER])
+
+    def _read_some(self) -> bytes:
+        if self._available == 0:
+            self._read(0)  # "anything for me?"
+            if self._available == 0:
+                self._not_before = max(self._not_before, time.monotonic() + self.pacing.poll)
+                return b""
+        return self._read(min(self._available, I2C_MAX_TRANSFER))
+
+    def read_exact(self, count: int) -> bytes:
+        """``count`` bytes, read as fast as the card offers them (note-c: no delay while data is available)."""
+        last_byte = time.monotonic()
+        while len(self._pending) < count:
+            data = self._read_some()
+            if data:
+                self._pending += data
+                last_byte = time.monotonic()
+            elif time.monotonic() - last_byte > INTRA_LINE_TIMEOUT:
+                raise LinkIncomplete(f"{self.name}: binary data stopped after {len(self._pending)} of "
+                                     f"{count} bytes")
+        data = bytes(self._pending[:count])
+        del self._pending[:count]
+        return data
+
+    def discard_input(self) -> int:
+        """Read and drop whatever the card holds for us now."""
+        dropped = len(self._pending)
+        self._pending.clear()
+        for _ in range(1000):  # bounded: a card cannot have more than its buffers hold
+            data = self._read(min(self._available, I2C_MAX_TRANSFER))
+            dropped += len(data)
+            if self._available == 0:
+                break
+        return dropped
+
+    def reset(self) -> None:
+        """note-c's handshake over I2C; a NACK means the card is busy: wait a second (note-c)."""
+        for attempt in range(RESET_TRIES):
+            if attempt:
+                time.sleep(RESET_DRAIN)
+            try:
+                self.discard_input()
+                self._wait(self.pacing.before_chunk)
+                self._write_chunk(b"\n")
+                self._not_before = time.monotonic() + self.pacing.after_chunk
+                self._available = 0
+                if self._echo_is_clean(RESET_DRAIN):
+                    return
+            except LinkError:
+                time.sleep(I2C_NACK_WAIT)
+        raise LinkError(f"{self.name}: the Notecard does not answer on I2C (no echo of a newline in "
+                        f"{RESET_TRIES} tries)", code="E_LINK_NO_ANSWER")
+
+    def close(self) -> None:
+        """Close the bus."""
+        close = getattr(self.bus, "close", None)
+        if callable(close):
+            close()
 
 
 class Smbus2Adapter:
-    """Lets note-python's ``OpenI2C`` (written for python-periphery) drive an smbus2 bus.
+    """Lets stock note-python's ``OpenI2C`` (written for python-periphery) drive an smbus2 bus.
 
     Each transfer is one ``I2C_RDWR`` ioctl, so a query's write and read are
     joined by a repeated start, as the Notecard's serial-over-I2C expects.
+    Used by the benchmark's peer and the interoperability tests.
     """
 
     def __init__(self, bus: I2CBus) -> None:
@@ -179,59 +408,3 @@ class Smbus2Adapter:
         for message, done in zip(messages, native):
             if message.read:
                 message.data = bytes(done)
-
-
-class FastI2C(_LineReceiver, notecard.OpenI2C):
-    """note-python's serial-over-I2C Notecard with note-c's pacing instead of its own."""
-
-    def __init__(self, bus: I2CBus, address: int = 0x17, *,
-                 timeout: float = CARD_INTER_TRANSACTION_TIMEOUT_SEC) -> None:
-        self._pending = bytearray()
-        self._card_available = 0
-        self.transaction_timeout = timeout
-        super().__init__(Smbus2Adapter(bus), address, I2C_MAX_TRANSFER)
-
-    def _read(self, length: int) -> tuple[int, bytearray]:
-        time.sleep(I2C_IO_GAP)
-        available, data = super()._read(length)
-        self._card_available = available
-        return available, data
-
-    def _write(self, data: bytes) -> None:
-        time.sleep(I2C_IO_GAP)
-        super()._write(data)
-
-    def transmit(self, data: bytes, delay: bool = True) -> None:
-        """Write in ≤ 253-byte chunks; pause between chunks and segments, never after the last."""
-        since_segment = 0
-        for start in range(0, len(data), self.max):
-            if start and delay:
-                pause = CARD_REQUEST_I2C_CHUNK_DELAY_MS
-                if since_segment >= CARD_REQUEST_SEGMENT_MAX_LEN:
-                    pause, since_segment = CARD_REQUEST_SEGMENT_DELAY_MS, 0
-                time.sleep(pause / 1000)
-            chunk = data[start:start + self.max]
-            self._write(chunk)
-            since_segment += len(chunk)
-
-    def _read_some(self) -> bytes:
-        if self._card_available == 0:
-            available, _ = self._read(0)
-            if available == 0:
-                time.sleep(I2C_POLL)
-                return b""
-        _, data = self._read(min(self._card_available, self.max))
-        return bytes(data)
-
-    def _transact(self, req_bytes: bytes, rsp_expected: bool,
-                  timeout_secs: float = CARD_INTER_TRANSACTION_TIMEOUT_SEC) -> bytes | None:
-        self.transmit(req_bytes)
-        if not rsp_expected:
-            return None
-        self._card_available = 0
-        return self.receive(timeout_secs)
-
-    def Reset(self) -> None:  # noqa: N802 - note-python's name
-        """Forget what the card said it had, then note-python's handshake."""
-        self._card_available = 0
-        super().Reset()

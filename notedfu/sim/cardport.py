@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 
-from notedfu.sim.notecard import INPUT_BUFFER, NotecardSim
+from notedfu.sim.notecard import INPUT_BUFFER, NotecardSim, Reply
 from notedfu.sim.timing import LinkProfile, PacedOutputMixin, PacedQueue
 
 BURST_GAP = 0.1
@@ -42,6 +42,11 @@ class CardPort(PacedOutputMixin):
         self.bytes_in = 0
         self.bytes_out = 0
         self.overflows = 0
+
+    @property
+    def expecting_binary(self) -> bool:
+        """Whether the next bytes are the binary data a ``card.binary.put`` announced."""
+        return self._binary_left > 0
 
     def feed(self, data: bytes, now: float) -> None:
         """Bytes from the host, written at ``now``."""
@@ -97,19 +102,20 @@ class CardPort(PacedOutputMixin):
         self._line_damaged = False
         self._burst = 0  # the card takes the whole line out of its input buffer
         if damaged:
-            reply_data = b'{"err":"serial input overrun {io}"}\r\n'
-            seconds = self.card.request_latency
-            restarted = False
+            self.card.warn(f"a request overran the card's {INPUT_BUFFER}-byte input buffer (no segment pacing)")
+            reply = Reply(b'{"err":"serial input overrun {io}"}\r\n', self.card.request_latency)
         else:
             reply = self.card.handle(line, at)
-            reply_data, seconds, restarted = reply.data, reply.card_seconds, reply.restarted
             self._binary_left = reply.binary_follows
-        if restarted:
+        if reply.restarted:
             self.output.clear()
             self._line.clear()
-            self._card_free_at = at + seconds
+            self._card_free_at = at + reply.card_seconds
             return
-        ready = max(at, self._card_free_at) + seconds
+        ready = max(at, self._card_free_at) + reply.card_seconds
         self._card_free_at = ready
-        self.output.push(reply_data, ready)
-        self.bytes_out += len(reply_data)
+        # Each line, and the binary data after an answer, is a message of its own: over I2C the
+        # card reports what is left of the current message only (see notedfu.sim.i2c).
+        for message in reply.data.splitlines(keepends=True) + ([reply.tail] if reply.tail else []):
+            self.output.push(message, ready)
+        self.bytes_out += len(reply.data) + len(reply.tail)

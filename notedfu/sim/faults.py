@@ -1,9 +1,15 @@
 """Fault injection for the simulated Notecard.
 
-A fault spec is ``KIND[@N][+]``: fire ``KIND`` on the N-th data request
-(``dfu.get`` with a length, counted from 1; default 1), once — or on every data
-request from the N-th on with a trailing ``+``. Several specs may be given,
-comma-separated or repeated.
+A fault spec is ``KIND[:REQUEST][@N][+]``:
+
+* without ``:REQUEST``, ``KIND`` fires on the N-th data request (``dfu.get``
+  with a length, counted from 1; default 1);
+* with it, on the N-th request of that name (``trace:hub.get``,
+  ``garbage:dfu.get@2``: the second ``dfu.get`` of any kind, the readiness
+  probe included);
+
+once — or on every such request from the N-th on with a trailing ``+``.
+Several specs may be given, comma-separated or repeated.
 """
 
 from __future__ import annotations
@@ -18,7 +24,9 @@ FAULT_KINDS: dict[str, str] = {
     "restart": "the card restarts: no answer, hub mode back to its default, DFU mode left",
     "md5": "the chunk's md5 status is wrong",
     "truncate": "the payload is shorter than asked for",
-    "garbage": "a line of garbage before the answer",
+    "garbage": "a line of binary garbage before the answer",
+    "trace": "a debug trace line before the answer (as a card with tracing on prints)",
+    "halfline": "the first half of an answer line, cut short by a reset, before the real answer",
     "badb64": "the payload is not valid base64",
     "nonewline": "the answer never ends (no newline)",
     "nohandback": "once N data requests were served, hub.set cannot take the card out of DFU mode ({io})",
@@ -31,7 +39,10 @@ DATA_FAULTS = frozenset({"md5", "truncate", "badb64", "drop", "corrupt", "nonewl
 MODE_FAULTS = frozenset({"nohandback"})
 """Faults that hit hub.set rather than a data request."""
 
-_SPEC = re.compile(r"^(?P<kind>[a-z0-9]+)(?:@(?P<at>\d+))?(?P<repeat>\+)?$")
+WIRE_FAULTS = frozenset({"drop", "corrupt", "garbage", "trace", "halfline", "nonewline", "io", "restart"})
+"""Faults that can hit any request named with ``:REQUEST``."""
+
+_SPEC = re.compile(r"^(?P<kind>[a-z0-9]+)(?::(?P<request>[a-z0-9.]+))?(?:@(?P<at>\d+))?(?P<repeat>\+)?$")
 
 
 @dataclass
@@ -42,9 +53,10 @@ class Fault:
     at: int = 1
     repeat: bool = False
     fired: int = 0
+    request: str | None = None  # a request name; None: data requests
 
     def due(self, request_number: int) -> bool:
-        """Whether this fault fires on the ``request_number``-th data request."""
+        """Whether this fault fires on the ``request_number``-th counted request."""
         if self.repeat:
             return request_number >= self.at
         return request_number == self.at and self.fired == 0
@@ -63,6 +75,10 @@ def parse_faults(specs: list[str] | str | None, kinds: dict[str, str] | None = N
             continue
         match = _SPEC.match(item)
         if not match or match["kind"] not in kinds:
-            raise ValueError(f"bad fault spec {item!r}: expected KIND[@N][+] with KIND one of {', '.join(kinds)}")
-        faults.append(Fault(match["kind"], int(match["at"] or 1), bool(match["repeat"])))
+            raise ValueError(f"bad fault spec {item!r}: expected KIND[:REQUEST][@N][+] with KIND one of "
+                             f"{', '.join(kinds)}")
+        if match["request"] and match["kind"] not in WIRE_FAULTS:
+            raise ValueError(f"bad fault spec {item!r}: only {', '.join(sorted(WIRE_FAULTS))} can hit a named "
+                             "request")
+        faults.append(Fault(match["kind"], int(match["at"] or 1), bool(match["repeat"]), request=match["request"]))
     return faults

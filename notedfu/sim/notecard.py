@@ -39,8 +39,26 @@ SIDELOAD_CHUNK = 4096  # the chunk dfu.put asks for in base64 mode
 
 ERR_NOT_DFU = "not currently in the DFU operating mode (see hub.set) {hub-mode}"
 ERR_NOT_READY = "DFU mode is not yet fully active: starting communications {wait-module} {connecting} {dfu-not-ready}"
+TRACE_LINE = b"sync: wireless modem now ON {modem-on}\r\n"  # a Notecard trace line (discuss.blues.com/t/109)
 
-_CRC_FIELD = re.compile(rb'(,?)"crc":"([0-9A-Fa-f]{4}):([0-9A-Fa-f]{8})"\}\s*$')
+FIRMWARES = {
+    # name: (card.binary, dfu.get binary:true, card.version)
+    "base64": (False, False, (5, 1, 1)),  # before card.binary (Notecard firmware 5.3.1)
+    "binary-store": (True, False, (8, 1, 3)),  # card.binary, but dfu.get ignores binary:true
+    "current": (True, True, (9, 1, 1)),  # dfu.get binary:true (notecard-schema PR #256, apiVersion 9.1.1)
+}
+"""Card firmware generations, by what they offer the host."""
+
+REFUSALS = {
+    # How a card answers a dfu.get longer than it serves, in the forms hosts meet:
+    "tagged": '{{"err":"dfu.get: length {length} exceeds the maximum chunk ({max}) {{dfu-dl-chunk-length}}"}}',
+    "untagged": '{{"err":"length exceeds maximum ({max})"}}',
+    "incomplete": '{{"err":"transaction incomplete"}}',  # discuss.blues.com/t/109, 8192-byte reads
+    "io": '{{"err":"dfu.get: cannot read {length} bytes {{io}}"}}',
+    "cutoff": "",  # the answer starts and stops: the card's buffer ran out mid-line
+}
+
+_CRC_FIELD = re.compile(rb'([ ,])"crc":"([0-9A-Fa-f]{4}):([0-9A-Fa-f]{8})"\}\s*$')
 
 
 @dataclass
@@ -51,10 +69,13 @@ class SimConfig:
     image_name: str = "firmware.bin"
     download_seconds: float = 0.0  # Notehub → card download time once staged
     hub_mode: str = DEFAULT_HUB_MODE
-    ready_delay: float = 0.0  # dfu.get answers {dfu-not-ready} this long after hub.set dfu
+    ready_delay: float | None = None  # dfu.get answers {dfu-not-ready} this long after hub.set dfu (None: profile's)
     dfu_timeout: float = 15 * 60  # DFU mode ends this long after the last hub.set dfu
-    max_chunk: int = 8192  # largest dfu.get length the card serves
-    binary: bool = True  # firmware with card.binary and dfu.get binary:true
+    max_chunk: int = 8192  # largest dfu.get length served (notecard-schema's dfu.get binary sample reads 8192)
+    refusal: str = "tagged"  # how a longer dfu.get is refused (REFUSALS)
+    binary: bool = True  # firmware with card.binary
+    dfu_binary: bool = True  # firmware whose dfu.get takes binary:true
+    strict_timing: bool = False  # a host faster than Blues' pacing is answered as a stressed card fails
     clock_set: bool = True  # the card knows the time (it has synced once); dfu.put needs it
     snappy: bool = False  # old firmware that asks dfu.put payloads to be snappy-compressed
     faults: list[Fault] = field(default_factory=list)
@@ -82,9 +103,20 @@ class SimConfig:
             if mode not in HUB_MODES:
                 raise ValueError(f"mode must be one of {', '.join(HUB_MODES)}, not {mode!r}")
             config.hub_mode = mode
-        for key, attr in (("binary", "binary"), ("time", "clock_set"), ("snappy", "snappy")):
+        if (refusal := one("refusal")) is not None:
+            if refusal not in REFUSALS:
+                raise ValueError(f"refusal must be one of {', '.join(REFUSALS)}, not {refusal!r}")
+            config.refusal = refusal
+        if (firmware := one("firmware")) is not None:
+            if firmware not in FIRMWARES:
+                raise ValueError(f"firmware must be one of {', '.join(FIRMWARES)}, not {firmware!r}")
+            config.binary, config.dfu_binary, _ = FIRMWARES[firmware]
+        for key, attr in (("binary", "binary"), ("time", "clock_set"), ("snappy", "snappy"),
+                          ("strict_timing", "strict_timing")):
             if (flag := one(key)) is not None:
                 setattr(config, attr, flag.lower() in ("1", "true", "yes", "on"))
+        if not config.binary:
+            config.dfu_binary = False
         faults = opts.get("fault")
         config.faults = parse_faults(faults if isinstance(faults, list) else ([faults] if faults else []))
         return config
@@ -94,23 +126,33 @@ class SimConfig:
 class Reply:
     """What the card sends back for one request line."""
 
-    data: bytes = b""
+    data: bytes = b""  # one or more lines (a trace line, the answer)
     card_seconds: float = 0.0
     restarted: bool = False  # the card rebooted: drop anything queued
     binary_follows: int = 0  # card.binary.put: this many raw bytes (COBS + newline) come next
+    tail: bytes = b""  # card.binary.get: the binary data after the answer line
 
 
 def add_crc(text: str, seq: int) -> str:
-    """Append a ``"crc"`` field for ``seq`` to compact JSON ``text``."""
-    field_ = f'"crc":"{seq:04X}:{crc32(text.encode()):08X}"'
-    return text[:-1] + ("" if text == "{}" else ",") + field_ + "}"
+    """Append a ``"crc"`` field for ``seq`` to compact JSON ``text``, exactly as note-c's ``_crcAdd``
+    frames it: ``,"crc":"SSSS:CCCCCCCC"}``, with a space instead of the comma in an empty object, so
+    that the field sits the fixed 22 characters from the end where ``_crcError`` looks for it."""
+    separator = " " if ":" not in text else ","
+    return f'{text[:-1]}{separator}"crc":"{seq & 0xFFFF:04X}:{crc32(text.encode()):08X}"}}'
 
 
 def check_crc(line: bytes) -> tuple[bytes, int | None, bool]:
-    """Split a request line into (JSON without crc, seq or None, crc ok)."""
+    """Split a request line into (JSON without crc, seq or None, crc ok).
+
+    Hosts frame the field as note-c does (``_crcAdd``) or as note-python does
+    (no separator in an empty object); both are taken.
+    """
     match = _CRC_FIELD.search(line)
     if not match:
-        return line, None, True
+        bare = re.search(rb'\{"crc":"([0-9A-Fa-f]{4}):([0-9A-Fa-f]{8})"\}\s*$', line)
+        if not bare:
+            return line, None, True
+        return b"{}", int(bare[1], 16), crc32(b"{}") == int(bare[2], 16)
     body = line[:match.start()] + b"}"
     seq = int(match[2], 16)
     return body, seq, crc32(body) == int(match[3], 16)
@@ -155,6 +197,8 @@ class NotecardSim:
         self.restarts = 0
         self._armed: Fault | None = None
         self._seq: int | None = None
+        self._id: int | None = None
+        self.warnings: dict[str, int] = {}  # protocol warnings (host pacing), with how often each happened
         if self.config.image is not None:
             self.stage(self.config.image, self.config.image_name, self.config.download_seconds)
 
@@ -190,6 +234,7 @@ class NotecardSim:
         if not line.strip():
             return Reply(b"\r\n")  # note-python's and note-c's reset handshake
         body, seq, crc_ok = check_crc(line)
+        self._id = None
         if not crc_ok:
             return self._error("crc mismatch on request {io}", seq)
         try:
@@ -204,30 +249,44 @@ class NotecardSim:
         self.requests[name] = self.requests.get(name, 0) + 1
         self._expire(now)
         self._seq = seq
+        self._id = req.get("id") if isinstance(req.get("id"), int) and not isinstance(req.get("id"), bool) else None
+        fault = self._named_fault(name)
+        if fault == "restart":
+            self.restart()
+            return Reply(b"", self.request_latency, restarted=True)
         handler = getattr(self, "_req_" + name.replace(".", "_"), None)
-        if handler is None:
-            result: dict | Reply = {"err": f"unknown request: {name} {{io}}{{not-supported}}"}
+        if fault == "io":
+            result: dict | Reply = {"err": f"{name}: I/O error {{io}}"}
+        elif handler is None:
+            result = {"err": f"unknown request: {name} {{io}}{{not-supported}}"}
         else:
             result = handler(req, now)
         if "cmd" in req:  # commands get no answer
             return Reply(b"", self.request_latency)
-        return result if isinstance(result, Reply) else self._reply(result)
+        reply = result if isinstance(result, Reply) else self._reply(result)
+        return self._damage(reply, fault)
 
     def _reply(self, rsp: dict[str, Any], card_seconds: float | None = None, tail: bytes = b"") -> Reply:
-        """Serialise ``rsp`` with the current request's crc.
+        """Serialise ``rsp`` with the request's ``id`` echoed and the request's crc.
 
-        Errors carry it too: note-c ignores it there, but note-python, once it
-        has seen a crc, treats any answer without one as corrupt.
+        Errors carry the crc too: note-c ignores it there, but note-python,
+        once it has seen a crc, treats any answer without one as corrupt.
         """
+        if self._id is not None:
+            rsp = {**rsp, "id": self._id}
         text = json.dumps(rsp, separators=(",", ":"))
         if self._seq is not None:
             text = add_crc(text, self._seq)
         seconds = self.request_latency if card_seconds is None else card_seconds
-        return Reply(text.encode() + b"\r\n" + tail, seconds)
+        return Reply(text.encode() + b"\r\n", seconds, tail=tail)
 
     def _error(self, message: str, seq: int | None) -> Reply:
         self._seq = seq
         return self._reply({"err": message})
+
+    def warn(self, text: str) -> None:
+        """Note a protocol warning: something a host did that Blues' libraries never do."""
+        self.warnings[text] = self.warnings.get(text, 0) + 1
 
     # ------------------------------------------------------------ state
     def _expire(self, now: float) -> None:
@@ -245,6 +304,11 @@ class NotecardSim:
         self.binary_store = b""
         self._armed = None
         self.sideload = None  # a side-load in progress must start again
+
+    @property
+    def ready_delay(self) -> float:
+        """Seconds DFU mode needs to become active (the config's, else the link profile's)."""
+        return self.link.ready_delay if self.config.ready_delay is None else self.config.ready_delay
 
     # ------------------------------------------------------------ requests
     def _req_hub_get(self, req: dict, now: float) -> dict:
@@ -309,7 +373,7 @@ class NotecardSim:
     def _req_dfu_get(self, req: dict, now: float) -> dict | Reply:
         if self.hub_mode != "dfu":
             return {"err": ERR_NOT_DFU}
-        if now - self.dfu_entered_at < self.config.ready_delay:
+        if now - self.dfu_entered_at < self.ready_delay:
             return {"err": ERR_NOT_READY}
         if self.dfu_state != "ready" or self.image is None:
             return {"err": "no host firmware image is available {dfu-dl}"}
@@ -319,8 +383,7 @@ class NotecardSim:
         if length == 0:
             return {"payload": ""}
         if length > self.config.max_chunk:
-            return {"err": f"dfu.get: length {length} exceeds the maximum chunk ({self.config.max_chunk}) "
-                           "{dfu-dl-chunk-length}"}
+            return self._refuse(length)
         if length < 0 or offset < 0 or offset + length > len(self.image):
             return {"err": f"dfu.get: offset {offset} length {length} outside the image ({len(self.image)}) "
                            "{dfu-total-length}"}
@@ -338,7 +401,7 @@ class NotecardSim:
             if self.served[i] < 255:
                 self.served[i] += 1
         read_seconds = self.request_latency + self.read_seconds_per_kib * length / 1024
-        if self.config.binary and req.get("binary") is True:
+        if self.config.dfu_binary and req.get("binary") is True:
             self.binary_store = chunk
             self._armed = Fault(fault) if fault in DATA_FAULTS else None
             rsp = {"cobs": len(cobs_encode(chunk)), "length": length, "status": md5_hex(chunk)}
@@ -405,7 +468,7 @@ class NotecardSim:
     def _req_dfu_put(self, req: dict, now: float) -> dict | Reply:
         if self.hub_mode != "dfu":
             return {"err": ERR_NOT_DFU}
-        if now - self.dfu_entered_at < self.config.ready_delay:
+        if now - self.dfu_entered_at < self.ready_delay:
             return {"err": ERR_NOT_READY}
         if "body" in req:
             return self._sideload_begin(req["body"])
@@ -492,10 +555,23 @@ class NotecardSim:
         if fault == "badb64":  # the binary twin of bad base64: a zero byte inside COBS data
             encoded = bytes([encoded[0] ^ 0x7F]) + encoded[1:]
         reply = self._reply({"status": status, "cobs": len(encoded)}, tail=encoded + b"\n")
+        if fault == "nonewline":
+            reply.tail = reply.tail[:-1]
+            return reply
         return self._damage(reply, fault)
 
+    def _refuse(self, length: int) -> Reply:
+        """A dfu.get longer than this card serves, refused the way this card refuses it."""
+        form = self.config.refusal
+        if form == "cutoff":
+            text = self._reply({"payload": "A" * 64}).data
+            return Reply(text[:40], self.request_latency)  # starts, then nothing more: no newline
+        rsp = json.loads(REFUSALS[form].format(length=length, max=self.config.max_chunk))
+        return self._reply(rsp)
+
     def _req_card_version(self, req: dict, now: float) -> dict:
-        major, minor, patch = (9, 1, 1) if self.config.binary else (5, 1, 1)
+        major, minor, patch = next(v for b, d, v in FIRMWARES.values()
+                                   if (b, d) == (self.config.binary, self.config.dfu_binary))
         version = f"notecard-{major}.{minor}.{patch}"
         return {"version": f"{version}.1", "device": "dev:000000000000000", "name": "Blues Wireless Notecard",
                 "sku": "NOTE-SIM", "board": "sim", "api": major,
@@ -521,7 +597,15 @@ class NotecardSim:
 
     def _take_fault(self) -> str | None:
         for fault in self.config.faults:
-            if fault.kind not in MODE_FAULTS and fault.due(self.data_requests):
+            if fault.request is None and fault.kind not in MODE_FAULTS and fault.due(self.data_requests):
+                fault.fired += 1
+                return fault.kind
+        return None
+
+    def _named_fault(self, name: str) -> str | None:
+        """A fault aimed at the request called ``name`` (``KIND:REQUEST``), if one is due."""
+        for fault in self.config.faults:
+            if fault.request == name and fault.due(self.requests.get(name, 0)):
                 fault.fired += 1
                 return fault.kind
         return None
@@ -548,6 +632,10 @@ class NotecardSim:
             data = data[:i] + bytes([data[i] ^ 0x01]) + data[i + 1:]
         elif fault == "garbage":
             data = b"\x00\xff#garbage-from-the-card\r\n" + data
+        elif fault == "trace":
+            data = TRACE_LINE + data
+        elif fault == "halfline":
+            data = data[: max(1, len(data) // 2)].rstrip(b"\r\n") + b"\r\n" + data
         elif fault == "nonewline":
             data = data.rstrip(b"\r\n")
         reply.data = data
@@ -556,7 +644,8 @@ class NotecardSim:
 
 def card_from_options(opts: dict[str, str | list[str]]) -> NotecardSim:
     """A simulated card from string options: ``profile``, ``latency``, ``per_kib``,
-    ``rate`` (bits per second) and everything :meth:`SimConfig.from_options` takes."""
+    ``rate`` (bits per second), ``stretch`` (I2C clock stretching, seconds per
+    byte the card sends) and everything :meth:`SimConfig.from_options` takes."""
     def one(key: str) -> float | None:
         value = opts.get(key)
         value = value[-1] if isinstance(value, list) else value
@@ -564,5 +653,6 @@ def card_from_options(opts: dict[str, str | list[str]]) -> NotecardSim:
 
     name = opts.get("profile", "usb")
     link = profile(name[-1] if isinstance(name, list) else name).with_overrides(
-        request_latency=one("latency"), read_seconds_per_kib=one("per_kib"), bits_per_second=one("rate"))
+        request_latency=one("latency"), read_seconds_per_kib=one("per_kib"), bits_per_second=one("rate"),
+        clock_stretch=one("stretch"))
     return NotecardSim(SimConfig.from_options(opts), link)

@@ -131,7 +131,7 @@ class Updater:
         nc = self.config.notecard
         if not required and not nc.spec:
             return
-        self.client = CardClient(open_notecard(nc.spec, baud=nc.baud, timeout=nc.timeout))
+        self.client = open_notecard(nc.spec, baud=nc.baud, timeout=nc.timeout)
         self.downloader = Downloader(self.client, self.staging, self.events,
                                      FetchOptions(ready_timeout=nc.ready_timeout))
 

@@ -44,6 +44,7 @@ class Daemon:
         self.store = self.updater.store
         self._lock = threading.Lock()
         self._queued: LocalImage | None = None
+        self._installing: LocalImage | None = None  # taken from the queue, its job not yet started
         self._wake = threading.Event()
         self._stopping = False
         self._subscribers: set[queue.Queue] = set()
@@ -85,6 +86,7 @@ class Daemon:
     def _cycle(self) -> None:
         with self._lock:
             local, self._queued = self._queued, None
+            self._installing = local
         try:
             self.last = self.updater.run(local)
         except Interrupted:
@@ -94,6 +96,8 @@ class Daemon:
         except NotedfuError as exc:  # the card unplugged, a bad answer: log it, try again next poll
             self.events.message(f"update cycle failed: {exc}", "error")
             self.last = Outcome("error", None, str(exc))
+        finally:
+            self._installing = None
         state = self.last.state
         self.notifier.notify(status=f"{state}: {self.last.detail}"[:200] if self.last.detail else state)
 
@@ -154,7 +158,7 @@ class Daemon:
         job = self.updater.job
         if job is not None:
             return f"job {job.id} is running (stage {job.next_stage()})"
-        if self._queued is not None:
+        if self._queued is not None or self._installing is not None:
             return "an install is already queued"
         return None
 
