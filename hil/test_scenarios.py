@@ -111,15 +111,32 @@ def test_interrupted_transfer_resumes_where_it_stopped(hil, tmp_path):
     assert_card_handed_back(hil, mode)
 
 
-def test_image_with_wrong_md5_is_refused(hil, simulated_only, tmp_path):
+def test_chunks_that_never_match_their_md5_are_a_transient_failure(hil, simulated_only, tmp_path):
     mode = hil.card_status()["hub_mode"]
     offer(hil, tmp_path, "demo-1.1.0.bin", hil.image("1.1.0"))
-    hil.sim.card.config.faults = parse_faults(["md5+"])  # every chunk's md5 is wrong
+    hil.sim.card.config.faults = parse_faults(["md5+"])  # every chunk's md5 is wrong: the link, or a bad read
     done = hil.update()
-    assert done.returncode == ExitCode.INTEGRITY and "E_CHUNK_MD5" in done.stderr, done.stderr
+    assert done.returncode == ExitCode.TRY_LATER and "E_CHUNK_MD5" in done.stderr, done.stderr
     job = hil.job()
-    assert job["state"] == "fail" and job["error"]["stage"] == "transfer"
-    assert job["stages"]["flash"]["state"] == "skipped" and flash_holds(hil, hil.image("1.0.0"))
+    assert job["state"] == "processing" and job["error"] == {**job["error"], "stage": "transfer", "kind": "transient"}
+    assert job["stages"]["flash"]["state"] == "pending" and flash_holds(hil, hil.image("1.0.0"))
+    assert hil.sim.card.reports == [] and hil.card_status()["dfu"]["mode"] == "ready"  # nothing deleted
+    assert_card_handed_back(hil, mode)
+
+
+def test_an_image_the_card_holds_wrong_is_re_read_once_then_refused_and_reported(hil, simulated_only, tmp_path):
+    mode = hil.card_status()["hub_mode"]
+    offer(hil, tmp_path, "demo-1.1.0.bin", hil.image("1.1.0"))
+    hil.sim.card.meta["md5"] = "0" * 32  # the card's copy does not match what Notehub said it is
+    done = hil.update()
+    assert done.returncode == ExitCode.INTEGRITY and "E_IMAGE_MD5" in done.stderr, done.stderr
+    job = hil.job()
+    assert job["state"] == "fail" and job["error"]["stage"] == "verify" and job["error"]["kind"] == "permanent"
+    length = len(hil.image("1.1.0"))
+    assert sum(1 for count in hil.sim.card.served if count == 2) == length  # read exactly twice, whole
+    assert flash_holds(hil, hil.image("1.0.0"))
+    assert [r for r in hil.sim.card.reports if r.get("stop")] == [{"stop": True, "err": job["error"]["code"] + ": "
+                                                                   + job["error"]["message"][:200 - 14]}]
     assert_card_handed_back(hil, mode)
 
 
@@ -169,22 +186,31 @@ def test_target_not_answering_fails_cleanly_and_keeps_the_image(hil, tmp_path):
     image = offer(hil, tmp_path, "demo-1.1.0.bin", hil.image("1.1.0"))
     # No BOOT0/NRST: the board keeps running 1.0.0, and its bootloader never answers.
     done = hil.update(wired=False)
-    assert done.returncode == ExitCode.TARGET and "E_TARGET_NO_SYNC" in done.stderr, done.stderr
+    assert done.returncode == ExitCode.TRY_LATER and "E_TARGET_NO_SYNC" in done.stderr, done.stderr
     job = hil.job()
-    assert job["state"] == "fail" and job["error"]["stage"] == "flash"
+    assert job["state"] == "processing" and job["error"]["stage"] == "flash" and job["error"]["kind"] == "transient"
     assert (hil.state_dir / "staging" / f"{job['md5']}.bin").read_bytes() == image.read_bytes()
     assert flash_holds(hil, hil.image("1.0.0"))
+    assert hil.card_status()["dfu"]["mode"] == "ready"  # the card's image is kept for the next attempt
     assert_card_handed_back(hil, mode)
+    again = hil.update()  # wired again: the next attempt flashes the staged image
+    assert again.returncode == 0, again.stderr
+    assert hil.job()["state"] == "success" and flash_holds(hil, image.read_bytes())
 
 
-def test_boot_not_confirmed_ends_unconfirmed(hil, needs_console, tmp_path):
+def test_boot_not_confirmed_is_retried_then_ends_unconfirmed(hil, needs_console, tmp_path):
     offer(hil, tmp_path, "demo-1.1.0.bin", hil.image("1.1.0"))
-    done = hil.update("--pattern", "this banner never appears", "--confirm-timeout", "3")
+    config = config_file(tmp_path, "[agent]\nretry_limit = 2\n")
+    never = ("--config", config, "--pattern", "this banner never appears", "--confirm-timeout", "3")
+    first = hil.update(*never)
+    assert first.returncode == ExitCode.TRY_LATER and "E_UNCONFIRMED" in first.stderr, first.stderr
+    assert hil.job()["state"] == "processing" and hil.card_status()["dfu"]["mode"] == "ready"
+    done = hil.update(*never)  # the second and last attempt: restarts the firmware, watches again
     assert done.returncode == ExitCode.UNCONFIRMED and "E_UNCONFIRMED" in done.stderr, done.stderr
     job = hil.job()
-    assert job["state"] == "unconfirmed" and job["error"]["stage"] == "confirm"
+    assert job["state"] == "unconfirmed" and job["error"]["stage"] == "confirm" and job["attempts"] == 2
     if hil.sim:
-        assert any(report.get("err", "").startswith("E_UNCONFIRMED") for report in hil.sim.card.reports)
+        assert [r["err"][:14] for r in hil.sim.card.reports if r.get("stop")] == ["E_UNCONFIRMED:"]
 
 
 def test_going_back_to_the_previous_image_by_reinstalling_it(hil, tmp_path):

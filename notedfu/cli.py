@@ -209,6 +209,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         report["staged"].append({"md5": journal.md5, "length": journal.length, "verified": journal.verified,
                                  "complete": journal.complete, "version": journal.version,
                                  "source": journal.source})
+    from dataclasses import asdict
+
+    from notedfu.update.job import JobStore
+
+    job = JobStore(staging.root).current()
+    report["job"] = asdict(job) if job else None
     if args.json:
         print(json.dumps(report, indent=1))
         return ExitCode.OK
@@ -221,6 +227,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     for item in report["staged"]:
         state = "complete" if item["complete"] else f"{100 * item['verified'] // item['length']}% (resumable)"
         print(f"staged        {item['md5']}  {item['length']} bytes  {state}")
+    if job:
+        print(f"job           {job.id}  image {job.md5}  stage {job.next_stage() or '-'}")
+        update_cli.print_retry(report["job"])
     if busy:
         print("agent         busy (another notedfu holds the state directory)")
     return ExitCode.OK

@@ -25,6 +25,8 @@ Example (``/etc/notedfu/notedfu.toml``)::
     poll_interval = 60            # seconds between dfu.status polls of `notedfu run`
     socket = "/run/notedfu/notedfu.sock"
     events_file = "/var/log/notedfu/events.jsonl"
+    retry_limit = 5               # attempts at one image before giving up on it (then Notehub hears)
+    retry_backoff = 60            # seconds before the 2nd attempt, doubling up to retry_backoff_max
 """
 
 from __future__ import annotations
@@ -98,6 +100,9 @@ class AgentConfig:
     poll_interval: float = 60.0
     socket: str = "/run/notedfu/notedfu.sock"  # the control socket of `notedfu run`
     events_file: str | None = None  # also append every event here, one JSON line each
+    retry_limit: int = 5  # attempts at one job before a transient failure counts as permanent
+    retry_backoff: float = 60.0  # seconds before the second attempt; doubles with each failure
+    retry_backoff_max: float = 3600.0  # the longest wait between attempts
 
 
 @dataclass

@@ -20,7 +20,8 @@ from notedfu.sim.notecard import NotecardSim, card_from_options
 
 pytest_plugins = ["rig"]  # the simulated rig fixture (tests/rig.py)
 
-FAST = {"latency": "0.005", "per_kib": "0.001", "ready_delay": "0"}  # fast card: tests exercise logic, benches measure speed
+# A fast card, ready at once: tests exercise logic, benches measure speed.
+FAST = {"latency": "0.005", "per_kib": "0.001", "ready_delay": "0"}
 _names = itertools.count()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 
 import pytest
 
@@ -150,24 +151,55 @@ def test_check_fails_on_a_downgrade(rig):
     assert r.chip.writes == 0
 
 
-@pytest.mark.parametrize("stage, card_opts, chip_faults, code, exit_code", [
-    ("enter_dfu", {"ready_delay": "30"}, (), "E_DFU_NOT_READY", ExitCode.NOT_READY),
-    ("transfer", {"fault": "io+"}, (), "E_", None),
-    ("flash", {}, ("wprot@0",), "E_TARGET_PROTECTED", ExitCode.TARGET),
-    ("boot", {}, ("nogo",), "E_TARGET", ExitCode.TARGET),
-])
-def test_a_failing_stage_ends_the_job_cleanly(rig, tmp_path, stage, card_opts, chip_faults, code, exit_code):
+FAILING_STAGES = [  # a transient cause in each stage that can have one
+    ("enter_dfu", {"ready_delay": "30"}, (), "E_DFU_NOT_READY"),
+    ("transfer", {"fault": "io+"}, (), "E_NOTECARD_IO"),
+    ("flash", {}, ("wprot@0",), "E_TARGET_PROTECTED"),
+    ("boot", {}, ("nogo",), "E_TARGET"),
+]
+
+
+@pytest.mark.parametrize("stage, card_opts, chip_faults, code", FAILING_STAGES)
+def test_a_transient_failure_keeps_both_images_tells_notehub_nothing_and_the_next_attempt_finishes(
+        rig, tmp_path, stage, card_opts, chip_faults, code):
     r = rig(chip_faults=chip_faults, **card_opts)
     config = tmp_path / "agent.toml"
     config.write_text(toml({"notecard": {"ready_timeout": 1.0}}))
     done = r.update("--config", str(config))
-    assert done.returncode != 0 and (exit_code is None or done.returncode == exit_code), done.stderr
-    job = JobStore(r.state).latest()
-    assert job.state == "fail" and job.error["stage"] == stage and job.error["code"].startswith(code), job.error
-    assert job.stages[stage].state == "error"
-    assert all(job.stages[n].state == "skipped" for n in ("boot", "confirm") if n != stage)
+    assert done.returncode == ExitCode.TRY_LATER, done.stderr
+    job = JobStore(r.state).current()
+    assert job.state == "processing" and job.error["stage"] == stage and job.error["code"].startswith(code), job.error
+    assert job.error["kind"] == "transient" and job.stages[stage].state == "error" and job.retry_at > time.time()
+    failure = [e for e in events(done.stdout) if e.get("status") == "FAILURE"][-1]
+    assert failure["failure"] == "transient" and failure["retry_at"] == pytest.approx(job.retry_at, abs=0.01)
+    assert r.card.reports == []  # no dfu.status stop: the card still holds the image, ready
+    assert r.card.dfu_state == "ready" and r.card.image == r.offered
     assert r.card.hub_mode == "continuous" and not (r.state / "card-mode.json").exists()
-    assert any(rep.get("err", "").startswith(job.error["code"]) for rep in r.card.reports)
+    assert (r.state / "staging").exists()
+    # The cause goes away; the next attempt goes on from the failed stage and finishes.
+    r.card.config.faults.clear()
+    r.card.config.ready_delay = 0
+    r.chip.faults.clear()
+    r.chip.write_protected.clear()
+    again = r.update("--config", str(config))
+    assert again.returncode == 0, again.stderr
+    assert JobStore(r.state).latest().id == job.id and JobStore(r.state).latest().state == "success"
+    assert r.card.host_version == "1.1.0" and {"stop": True, "status": "firmware 1.1.0 installed"} in r.card.reports
+
+
+def test_a_transient_failure_becomes_permanent_when_the_retry_budget_is_spent(rig, tmp_path):
+    r = rig(chip_faults=("wprot@0",))
+    config = tmp_path / "agent.toml"
+    config.write_text(toml({"agent": {"retry_limit": 2, "retry_backoff": 0.1}}))
+    first = r.update("--config", str(config))
+    assert first.returncode == ExitCode.TRY_LATER and r.card.reports == [], first.stderr
+    second = r.update("--config", str(config))
+    assert second.returncode == ExitCode.TARGET, second.stderr
+    job = JobStore(r.state).latest()
+    assert job.state == "fail" and job.attempts == 2 and job.error["kind"] == "permanent"
+    assert "gave up after 2 attempts" in job.error["message"]
+    assert [rep for rep in r.card.reports if rep.get("stop")] == \
+        [{"stop": True, "err": f"E_TARGET_PROTECTED: {job.error['message']}"[:200]}]  # reported once
 
 
 def test_a_card_that_cannot_be_handed_back_at_exit_dfu_is_handed_back_before_the_report(rig):

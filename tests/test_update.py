@@ -41,9 +41,12 @@ def test_no_console_skips_confirmation_and_says_so(rig):
 
 
 @needs_qemu
-def test_firmware_that_never_prints_its_banner_is_unconfirmed(rig):
+def test_firmware_that_never_prints_its_banner_is_unconfirmed(rig, tmp_path):
     r = rig()
-    done = r.update("--console", f"qemu:{r.flash_file}", "--pattern", "this never appears", "--confirm-timeout", "2")
+    config = tmp_path / "one-attempt.toml"
+    config.write_text("[agent]\nretry_limit = 1\n")
+    done = r.update("--console", f"qemu:{r.flash_file}", "--pattern", "this never appears", "--confirm-timeout", "2",
+                    "--config", str(config))
     assert done.returncode == ExitCode.UNCONFIRMED, done.stderr
     assert "E_UNCONFIRMED" in done.stderr
     job = JobStore(r.state).latest()
@@ -75,11 +78,11 @@ def test_target_not_answering_fails_cleanly_with_the_image_kept(rig):
     r = rig()
     r.chip.running_app = True  # the application runs and ignores the bootloader, no reset line
     done = r.update()
-    assert done.returncode == ExitCode.TARGET and "E_TARGET_NO_SYNC" in done.stderr
+    assert done.returncode == ExitCode.TRY_LATER and "E_TARGET_NO_SYNC" in done.stderr
     job = JobStore(r.state).latest()
-    assert job.state == "fail" and job.error["stage"] == "flash"
+    assert job.state == "processing" and job.error["stage"] == "flash" and job.error["kind"] == "transient"
     assert (r.state / "staging" / f"{job.md5}.bin").read_bytes() == r.offered
-    assert r.card.hub_mode == "continuous"
+    assert r.card.hub_mode == "continuous" and r.card.reports == [] and r.card.dfu_state == "ready"
 
 
 def test_nothing_offered(rig):

@@ -123,7 +123,8 @@ class SimI2CBus:
         if head[0] == 0 and first.len == 2 and len(messages) > 1:  # [0, N] + read
             since_chunk = start - self._last_chunk_end
             if since_chunk < MIN_AFTER_CHUNK - _TIMING_SLACK:
-                return f"queried {since_chunk * 1000:.0f} ms after a request chunk (Blues: {MIN_AFTER_CHUNK * 1000:.0f} ms)"
+                return (f"queried {since_chunk * 1000:.0f} ms after a request chunk "
+                        f"(Blues: {MIN_AFTER_CHUNK * 1000:.0f} ms)")
             since_poll = start - self._last_empty_poll
             if head[1] == 0 and since_poll < MIN_POLL_GAP - _TIMING_SLACK:
                 return f"polled {since_poll * 1000:.0f} ms after an empty poll (Blues: {MIN_POLL_GAP * 1000:.0f} ms)"

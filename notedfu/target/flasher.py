@@ -89,14 +89,15 @@ def plan_flash(segments: list[Segment], chip: Chip, flash_size: int, options: Fl
     low, high = segments[0].address, max(s.end for s in segments)
     if low < base or high > end:
         raise TargetError(f"image spans 0x{low:08x}-0x{high:08x}, outside flash 0x{base:08x}-0x{end:08x} "
-                          f"({flash_size // 1024} KiB)", code="E_IMAGE_TOO_LARGE")
+                          f"({flash_size // 1024} KiB)", code="E_IMAGE_TOO_LARGE", permanent=True)
     if low != base and not options.allow_offset:
         raise TargetError(f"image starts at 0x{low:08x}, not at the flash base 0x{base:08x} "
-                          "(use --allow-offset for an application behind a bootloader)", code="E_IMAGE_NOT_AT_BASE")
+                          "(use --allow-offset for an application behind a bootloader)", code="E_IMAGE_NOT_AT_BASE",
+                          permanent=True)
     for start, stop in options.preserve:
         if any(s.address < stop and start < s.end for s in segments):
             raise TargetError(f"image overlaps the preserved region 0x{start:08x}-0x{stop:08x}",
-                              code="E_IMAGE_OVERLAPS_PRESERVED")
+                              code="E_IMAGE_OVERLAPS_PRESERVED", permanent=True)
     if options.check_vectors and low == base:
         _check_vector_table(segments[0], base, end)
 
@@ -108,7 +109,8 @@ def plan_flash(segments: list[Segment], chip: Chip, flash_size: int, options: Fl
         for start, stop in options.preserve:
             if start < address + size and address < stop:
                 raise TargetError(f"page 0x{address:08x} must be erased for the image but holds part of the "
-                                  f"preserved region 0x{start:08x}-0x{stop:08x}", code="E_IMAGE_OVERLAPS_PRESERVED")
+                                  f"preserved region 0x{start:08x}-0x{stop:08x}", code="E_IMAGE_OVERLAPS_PRESERVED",
+                                  permanent=True)
         content = bytearray(b"\xff" * size)
         first, last = size, 0
         for segment in touched:
@@ -123,14 +125,15 @@ def plan_flash(segments: list[Segment], chip: Chip, flash_size: int, options: Fl
 
 def _check_vector_table(segment: Segment, base: int, end: int) -> None:
     if len(segment.data) < 8:
-        raise TargetError("image too short to hold a vector table", code="E_IMAGE_NOT_BOOTABLE")
+        raise TargetError("image too short to hold a vector table", code="E_IMAGE_NOT_BOOTABLE", permanent=True)
     stack, reset = struct.unpack_from("<II", segment.data)
     if not RAM_RANGE[0] <= stack <= RAM_RANGE[1] or stack % 4:
         raise TargetError(f"image's initial stack pointer 0x{stack:08x} is not in RAM: not an STM32 image "
-                          "for this address (use --no-vector-check to flash it anyway)", code="E_IMAGE_NOT_BOOTABLE")
+                          "for this address (use --no-vector-check to flash it anyway)", code="E_IMAGE_NOT_BOOTABLE",
+                          permanent=True)
     if not (reset & 1) or not base <= (reset & ~1) < end:
         raise TargetError(f"image's reset vector 0x{reset:08x} is not a Thumb address in flash "
-                          "(use --no-vector-check to flash it anyway)", code="E_IMAGE_NOT_BOOTABLE")
+                          "(use --no-vector-check to flash it anyway)", code="E_IMAGE_NOT_BOOTABLE", permanent=True)
 
 
 @dataclass

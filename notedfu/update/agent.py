@@ -22,7 +22,7 @@ from typing import Any
 from filelock import Timeout
 
 from notedfu.config import Config
-from notedfu.errors import ExitCode, Interrupted, NotedfuError
+from notedfu.errors import ExitCode, Interrupted, NotedfuError, NotReadyError
 from notedfu.events import STEPS, Events
 from notedfu.notecard.client import CardClient, CardRequestError
 from notedfu.notecard.dfu import Downloader, FetchOptions, ImageInfo
@@ -73,6 +73,7 @@ class Cancelled(NotedfuError):
 
     code = "E_CANCELLED"
     exit_code = ExitCode.CANCELLED
+    permanent = True  # the user's decision, not a fault to retry: Notehub hears the image was declined
 
 
 DOWNLOAD_STAGES = ("enter_dfu", "transfer", "verify", "exit_dfu")
@@ -82,22 +83,34 @@ CANCELLABLE = ("check", "enter_dfu", "transfer", "verify", "exit_dfu", "flash")
 
 
 class StageFailed(NotedfuError):
-    """A stage failed; carries the stage name."""
+    """A stage failed; carries the stage name and the error."""
 
     def __init__(self, stage: str, error: NotedfuError) -> None:
-        super().__init__(error.message, code=error.code)
+        super().__init__(error.message, code=error.code, permanent=error.permanent)
         self.stage = stage
+        self.error = error
         self.exit_code = error.exit_code
+
+
+class ImageSuperseded(NotedfuError):
+    """The card no longer offers the job's image: the job is dropped, nothing is reported."""
+
+    code = "E_IMAGE_CHANGED"
+
+
+def _clock(when: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(when))
 
 
 class Updater:
     """Runs update cycles for one Notecard and one target."""
 
     def __init__(self, config: Config, events: Events | None = None, *, force: bool = False,
-                 state_dir: Path | None = None) -> None:
+                 state_dir: Path | None = None, retry_now: bool = False) -> None:
         self.config = config
         self.events = events or Events()
         self.force = force
+        self.retry_now = retry_now  # a job waiting to try again goes on now (`notedfu update`), not at retry_at
         root = Path(state_dir or config.agent.state_dir or default_state_dir())
         self.staging = Staging(root)
         self.store = JobStore(root)
@@ -144,6 +157,10 @@ class Updater:
         job = self.store.current()
         self._open_card(required=local is None and (job is None or job.source == "NOTECARD"))
         if job is not None:
+            if job.retry_at > time.time() and not self.retry_now:
+                return Outcome("retry", job, f"job {job.id} tries again at {_clock(job.retry_at)} "
+                                             f"(attempt {job.attempts + 1} of {self.config.agent.retry_limit})",
+                               int(ExitCode.TRY_LATER))
             if local is not None:
                 self.events.message("an interrupted job is finished first; install the image again after it",
                                     "warning")
@@ -164,7 +181,10 @@ class Updater:
             self.store.clear_pending()
             self.events.status("IDLE", state="idle")
             return Outcome("idle", detail=str(mode))
-        image = ImageInfo.from_body(status.get("body"))
+        try:
+            image = ImageInfo.from_body(status.get("body"))
+        except NotedfuError as exc:
+            return self._refuse_offer(exc)
         job = Job.new(image.md5, image.length, version=image.version, name=image.source)
         verdict = self._version_verdict(job.version)
         if verdict == "up_to_date":
@@ -224,7 +244,7 @@ class Updater:
                 installed = self.store.installed().get("version")
                 raise StageFailed("check", NotedfuError(
                     f"image version {job.version} is older than the installed {installed} "
-                    "(set policy.allow_downgrade to install it)", code="E_DOWNGRADE"))
+                    "(set policy.allow_downgrade to install it)", code="E_DOWNGRADE", permanent=True))
             stage = job.next_stage()
             while stage is not None:
                 if self.stop_requested.is_set():
@@ -234,7 +254,11 @@ class Updater:
         except StageFailed as failure:
             if failure.stage == "report":
                 return self._report_pending(job, failure)
-            return self._fail(job, failure)
+            if isinstance(failure.error, ImageSuperseded):
+                return self._supersede(job, failure)
+            if failure.permanent or job.attempts >= self.config.agent.retry_limit:
+                return self._fail(job, failure)
+            return self._retry_later(job, failure)
         self.events.status("SUCCESS", job=job.id, version=job.version)  # only once the job is saved as done
         return Outcome(job.state, job)
 
@@ -307,9 +331,14 @@ class Updater:
 
     def _download(self, job: Job) -> None:
         """enter_dfu, transfer and exit_dfu in one go: the downloader owns the card's mode."""
-        result = self.downloader.fetch()
+        try:
+            result = self.downloader.fetch()
+        except NotReadyError as exc:
+            if exc.code == "E_NO_IMAGE":
+                raise ImageSuperseded(f"the Notecard no longer offers image {job.md5} ({exc.message})") from exc
+            raise
         if result.image.md5 != job.md5:
-            raise NotedfuError(f"the card now offers {result.image.md5}, not {job.md5}", code="E_IMAGE_CHANGED")
+            raise ImageSuperseded(f"the card now offers {result.image.md5}, not {job.md5}")
         for name in ("enter_dfu", "transfer", "exit_dfu"):
             if job.stages[name].state != "done":
                 job.stages[name].state = "done"
@@ -425,18 +454,63 @@ class Updater:
         self.events.message(detail, "error")
         return Outcome("processing", job, detail, int(failure.exit_code))
 
-    def _fail(self, job: Job, failure: StageFailed) -> Outcome:
-        job.state = "unconfirmed" if failure.code == "E_UNCONFIRMED" else "fail"
-        job.error = {"stage": failure.stage, "code": failure.code, "message": failure.message}
+    def _retry_later(self, job: Job, failure: StageFailed) -> Outcome:
+        """A transient failure: keep everything, tell Notehub nothing, try again after a backoff."""
+        agent = self.config.agent
+        delay = min(agent.retry_backoff_max, agent.retry_backoff * 2 ** max(0, job.attempts - 1))
+        job.retry_at = time.time() + delay
+        job.error = {"stage": failure.stage, "code": failure.code, "message": failure.message, "kind": "transient"}
+        self.store.save(job)  # still processing: the failed stage says "error", the next attempt starts there
+        detail = (f"{failure.code}: {failure.message} — transient: the images are kept, attempt {job.attempts} of "
+                  f"{agent.retry_limit}, next at {_clock(job.retry_at)}")
+        self.events.message(detail, "warning")
+        self.events.status("FAILURE", job=job.id, state="retry", failure="transient", error=job.error,
+                           attempt=job.attempts, attempts=agent.retry_limit, retry_at=round(job.retry_at, 3))
+        return Outcome("retry", job, detail, int(ExitCode.TRY_LATER))
+
+    def _supersede(self, job: Job, failure: StageFailed) -> Outcome:
+        """The card moved on to another image (or none): drop the job, report nothing about it."""
+        job.state = "superseded"
+        job.error = {"stage": failure.stage, "code": failure.code, "message": failure.message, "kind": "superseded"}
+        self._skip_pending(job)
+        self.store.save(job)
+        self.events.status("FAILURE", job=job.id, state=job.state, failure="superseded", error=job.error)
+        return Outcome("superseded", job, failure.message, int(ExitCode.TRY_LATER))
+
+    @staticmethod
+    def _skip_pending(job: Job) -> None:
         for name in STEPS:
-            if job.stages[name].state == "pending":
+            if job.stages[name].state in ("pending", "error") and name != job.error.get("stage"):
                 job.stages[name].state = "skipped"
+
+    def _refuse_offer(self, exc: NotedfuError) -> Outcome:
+        """The card offers something that cannot be an image: permanent, reported once, no job."""
+        if not exc.permanent:
+            raise exc
+        try:
+            self.client.request({"req": "dfu.status", "name": "user", "stop": True,
+                                 "err": f"{exc.code}: {exc.message}"[:200]})
+        except NotedfuError as report_error:
+            self.events.message(f"could not report the bad image to Notehub: {report_error}", "error")
+        error = {"stage": "check", "code": exc.code, "message": exc.message, "kind": "permanent"}
+        self.events.status("FAILURE", state="fail", failure="permanent", error=error)
+        return Outcome("fail", None, exc.message, int(exc.exit_code))
+
+    def _fail(self, job: Job, failure: StageFailed) -> Outcome:
+        """A permanent failure (or the retry budget spent): the job ends and Notehub hears, once."""
+        job.state = "unconfirmed" if failure.code == "E_UNCONFIRMED" else "fail"
+        message = failure.message
+        if not failure.permanent:
+            message += f" (gave up after {job.attempts} attempts)"
+        job.error = {"stage": failure.stage, "code": failure.code, "message": message, "kind": "permanent"}
+        job.retry_at = 0.0
+        self._skip_pending(job)
         if job.source == "NOTECARD" and self.client is not None:
             try:
-                self._report_stop(job, ok=False, text=f"{failure.code}: {failure.message}")
+                self._report_stop(job, ok=False, text=f"{failure.code}: {message}")
                 job.stages["report"].state = "done"
             except NotedfuError as exc:
                 self.events.message(f"could not report the failure to Notehub: {exc}", "error")
         self.store.save(job)
-        self.events.status("FAILURE", job=job.id, state=job.state, error=job.error)
-        return Outcome(job.state, job, failure.message, int(failure.exit_code))
+        self.events.status("FAILURE", job=job.id, state=job.state, failure="permanent", error=job.error)
+        return Outcome(job.state, job, message, int(failure.exit_code))

@@ -14,7 +14,8 @@ from notedfu.errors import ExitCode, UsageError
 from notedfu.events import Events, LogSink, file_sink, json_lines_sink
 
 OUTCOME_EXIT = {"success": ExitCode.OK, "up_to_date": ExitCode.UP_TO_DATE, "ready": ExitCode.AWAITING_APPROVAL,
-                "idle": ExitCode.NOT_READY, "downloading": ExitCode.NOT_READY}
+                "idle": ExitCode.NOT_READY, "downloading": ExitCode.NOT_READY, "retry": ExitCode.TRY_LATER,
+                "superseded": ExitCode.TRY_LATER}
 
 
 def add_socket_option(parser: argparse.ArgumentParser) -> None:
@@ -155,7 +156,7 @@ def cmd_update(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise UsageError(f"cannot read {args.image}: {exc.strerror}", code="E_IMAGE_FILE") from exc
     events, close = _events(args, config, log=False)
-    updater = Updater(config, events, force=args.force)
+    updater = Updater(config, events, force=args.force, retry_now=True)
 
     def on_signal(signum: int, frame: Any) -> None:
         if updater.flashing:  # an interrupted flash leaves no firmware: finish it, stop at the next stage
@@ -174,9 +175,11 @@ def cmd_update(args: argparse.Namespace) -> int:
         job = outcome.job
         print(f"{outcome.state}" + (f": job {job.id}, image {job.md5}" + (f" version {job.version}" if job.version
                                     else "") if job else "") + (f" — {outcome.detail}" if outcome.detail else ""))
+    error = (outcome.job.error if outcome.job else {}) or {}
+    if outcome.state in ("retry", "superseded"):
+        print(f"notedfu: {error.get('code', 'E_UPDATE')}: {outcome.detail}", file=sys.stderr)
     if outcome.state in OUTCOME_EXIT:
         return int(OUTCOME_EXIT[outcome.state])
-    error = (outcome.job.error if outcome.job else {}) or {}
     print(f"notedfu: {error.get('code', 'E_UPDATE')}: {error.get('message', outcome.detail)}", file=sys.stderr)
     if outcome.state == "unconfirmed":
         return int(ExitCode.UNCONFIRMED)
@@ -266,6 +269,17 @@ def cmd_sign(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def print_retry(job: dict[str, Any]) -> None:
+    """The line `notedfu status` shows for a job waiting to try again after a transient failure."""
+    import time
+
+    error = job.get("error") or {}
+    if job.get("retry_at") and error.get("kind") == "transient":
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job["retry_at"]))
+        print(f"retry         transient {error.get('code')} at {error.get('stage')}: {error.get('message')}; "
+              f"next attempt {when} (attempts so far {job.get('attempts')})")
+
+
 def daemon_status(args: argparse.Namespace) -> int | None:
     """``notedfu status`` when a daemon answers; ``None`` when none does."""
     client = _client(args)
@@ -281,6 +295,7 @@ def daemon_status(args: argparse.Namespace) -> int | None:
     if job:
         stage = next((n for n, s in job["stages"].items() if s["state"] not in ("done", "skipped")), "-")
         print(f"job           {job['id']}  image {job['md5']}  version {job['version'] or '-'}  stage {stage}")
+        print_retry(job)
     if pending:
         print(f"awaiting      {pending['md5']}  version {pending.get('version') or '-'}  "
               f"(`notedfu approve {pending['md5']}`)")

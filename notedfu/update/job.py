@@ -1,7 +1,10 @@
 """Update jobs: one per offered image, with states and stages, persisted atomically.
 
 States: ``idle`` → ``downloading`` → ``ready`` (waiting on policy) → ``processing``
-→ ``success`` | ``fail`` | ``unconfirmed``; or ``up_to_date``. Stages inside
+→ ``success`` | ``fail`` | ``unconfirmed``; or ``up_to_date``; or ``superseded`` (the card
+stopped offering the image while the job waited to try again). A transient failure leaves the
+job ``processing``, its failed stage ``error``, and ``retry_at`` set: the next attempt starts at
+that stage. Stages inside
 ``processing`` (in order): check, enter_dfu, transfer, verify, exit_dfu,
 flash, boot, confirm, report — each ``pending | running | done | error |
 skipped``, errors with a stable ``code`` and a ``message``.
@@ -26,7 +29,7 @@ from notedfu.errors import UsageError
 from notedfu.events import STEPS
 from notedfu.notecard.staging import read_json, write_json_atomic
 
-TERMINAL = ("success", "fail", "unconfirmed", "up_to_date")
+TERMINAL = ("success", "fail", "unconfirmed", "up_to_date", "superseded")
 _MD5 = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -55,6 +58,7 @@ class Job:
     stages: dict[str, Stage] = field(default_factory=lambda: {name: Stage() for name in STEPS})
     error: dict[str, str] = field(default_factory=dict)
     attempts: int = 0
+    retry_at: float = 0.0  # after a transient failure: not before this (Unix time)
     created: float = field(default_factory=time.time)
     updated: float = field(default_factory=time.time)
 

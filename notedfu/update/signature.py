@@ -35,6 +35,7 @@ class SignatureError(IntegrityError):
 
     code = "E_SIGNATURE"
     exit_code = ExitCode.SIGNATURE
+    permanent = True  # the image's bytes decide it: asking again gets the same bytes
 
 
 def split_signed(data: bytes) -> tuple[bytes, bytes | None]:
