@@ -25,7 +25,7 @@ import tempfile
 import urllib.parse
 from pathlib import Path
 
-from notedfu.errors import NotedfuError
+from notedfu.errors import ExitCode, NotedfuError
 
 ENV_LOCK_DIR = "NOTEDFU_LOCK_DIR"
 
@@ -34,6 +34,7 @@ class PortBusy(NotedfuError):
     """Another process holds the port."""
 
     code = "E_BUSY"
+    exit_code = ExitCode.LINK
 
 
 def lock_dir() -> Path:

@@ -28,6 +28,7 @@ _names = itertools.count()
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NOTECARD_SERIAL_LOCK_PATH", str(tmp_path / "serial.lock"))
+    monkeypatch.setenv("NOTEDFU_LOCK_DIR", str(tmp_path))
     monkeypatch.setenv("NOTEDFU_STATE_DIR", str(tmp_path / "state"))
 
 

@@ -152,7 +152,7 @@ def test_check_fails_on_a_downgrade(rig):
 
 
 FAILING_STAGES = [  # a transient cause in each stage that can have one
-    ("enter_dfu", {"ready_delay": "30"}, (), "E_DFU_NOT_READY"),
+    ("enter_dfu", {"ready_delay": "2.5"}, (), "E_DFU_NOT_READY"),
     ("transfer", {"fault": "io+"}, (), "E_NOTECARD_IO"),
     ("flash", {}, ("wprot@0",), "E_TARGET_PROTECTED"),
     ("boot", {}, ("nogo",), "E_TARGET"),
@@ -165,6 +165,7 @@ def test_a_transient_failure_keeps_both_images_tells_notehub_nothing_and_the_nex
     r = rig(chip_faults=chip_faults, **card_opts)
     config = tmp_path / "agent.toml"
     config.write_text(toml({"notecard": {"ready_timeout": 1.0}}))
+    started = time.monotonic()
     done = r.update("--config", str(config))
     assert done.returncode == ExitCode.TRY_LATER, done.stderr
     job = JobStore(r.state).current()
@@ -176,9 +177,10 @@ def test_a_transient_failure_keeps_both_images_tells_notehub_nothing_and_the_nex
     assert r.card.dfu_state == "ready" and r.card.image == r.offered
     assert r.card.hub_mode == "continuous" and not (r.state / "card-mode.json").exists()
     assert (r.state / "staging").exists()
-    # The cause goes away; the next attempt goes on from the failed stage and finishes.
+    # The cause goes away (the card finishes powering its DFU storage; faults clear); the next attempt
+    # goes on from the failed stage and finishes.
+    time.sleep(max(0.0, started + 3.0 - time.monotonic()))
     r.card.config.faults.clear()
-    r.card.config.ready_delay = 0
     r.chip.faults.clear()
     r.chip.write_protected.clear()
     again = r.update("--config", str(config))

@@ -245,3 +245,20 @@ def test_the_shipped_unit_file_is_valid(tmp_path):
     local.write_text(text.replace("/opt/notedfu/bin/notedfu", str(Path(sys.executable).parent / "notedfu")))
     checked = subprocess.run(["systemd-analyze", "verify", str(local)], capture_output=True, text=True)
     assert checked.returncode == 0, checked.stderr
+
+
+def test_a_card_slow_to_enter_dfu_mode_keeps_its_image_and_the_attempt_after_the_backoff_succeeds(daemon, rig):
+    r = rig(ready_delay="20")  # the card needs 20 s to power its DFU storage; the agent waits only 5
+    d = daemon(r, config={"notecard": {"timeout": 5, "ready_timeout": 5},
+                          "agent": {"poll_interval": 0.3, "retry_backoff": 16}})
+    d.wait(lambda: (d.status().get("job") or {}).get("error", {}).get("kind") == "transient", timeout=30)
+    job = d.status()["job"]
+    assert job["error"]["code"] == "E_DFU_NOT_READY" and job["error"]["stage"] == "enter_dfu"
+    assert r.card.reports == [] and r.card.dfu_state == "ready" and r.card.image == r.offered  # nothing lost
+    assert r.card.hub_mode == "continuous"  # handed back while it waits
+    shown = run_cli("status", "--socket", str(d.socket))
+    assert "retry         transient E_DFU_NOT_READY" in shown.stdout and "next attempt" in shown.stdout
+    d.wait(lambda: (d.status().get("last_job") or {}).get("state") == "success", timeout=45)
+    assert JobStore(r.state).latest().attempts == 2  # the same job, its second attempt
+    assert r.card.reports[0] == {"stop": True, "status": "firmware 1.1.0 installed"}
+    assert r.flash_file.read_bytes().startswith(r.offered)

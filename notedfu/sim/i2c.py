@@ -25,14 +25,18 @@ address is NACKed with the ``OSError`` (EREMOTEIO) Linux gives.
 Pacing. The card has no flow control; Blues documents what a host must leave
 it (dev.blues.io "Notecard communication without a library" and the
 serial-over-I2C guide): 20 ms after each chunk of a request, 250 ms after each
-250-byte segment, a 25 ms polling delay, ≥ 1 ms between transactions. Both
-Blues libraries leave at least that (note-c ``n_i2c.c``: 6 ms before and 20 ms
-after each chunk, 50 ms between polls; note-python: 5 + 20 ms, 50 ms) — except
-for announced binary data and for reads while data is pending, which they
-send back to back, so those are exempt. A host that leaves less is noted as a
-protocol warning on the card (:meth:`NotecardSim.warn`); with
-``strict_timing`` the transfer is also not acknowledged, as a stressed card
-fails (note-python PR #79: polled too fast, cards went into an error state).
+250-byte segment, ≥ 1 ms between transactions, and "a polling delay of 25ms".
+The rules here are what Blues' own libraries actually leave, which is where
+real cards are proven: note-c (``n_i2c.c``) and note-python sleep 5–6 ms
+before and 20 ms after each request chunk and 250 ms per segment of a request;
+they poll every 50 ms while waiting for an answer but every 20 ms while
+draining during their reset handshake, so 20 ms is the shortest gap between
+two polls with nothing written in between. Announced binary data and reads
+while data is pending go back to back in both libraries, so those are exempt.
+A host that leaves less is noted as a protocol warning on the card
+(:meth:`NotecardSim.warn`); with ``strict_timing`` the transfer is also not
+acknowledged, as a stressed card fails (note-python PR #79: polled too fast,
+cards went into an error state).
 """
 
 from __future__ import annotations
@@ -51,12 +55,12 @@ MAX_PACKET = 255  # one length byte; note-c uses 253, note-python 255
 MAX_AVAILABLE = 253  # note-go and note-arduino reject a larger "available"
 I2C_M_RD = 0x0001
 
-# What Blues documents a host must leave the card, seconds.
-MIN_BEFORE_WRITE = 0.001  # "a minimum 1ms delay between transactions"
-MIN_AFTER_CHUNK = 0.020  # "Each chunk should observe a 20ms delay"
-MIN_SEGMENT_PAUSE = 0.250  # "Each segment requires a 250ms delay"
-SEGMENT_BYTES = 250
-MIN_POLL_GAP = 0.025  # "A polling delay of 25ms"
+# What Blues' libraries leave the card, seconds (see above).
+MIN_BEFORE_WRITE = 0.001  # docs: "a minimum 1ms delay between transactions" (the libraries: 5-6 ms)
+MIN_AFTER_CHUNK = 0.020  # docs: "Each chunk should observe a 20ms delay"; CARD_REQUEST_I2C_CHUNK_DELAY_MS
+MIN_SEGMENT_PAUSE = 0.250  # docs: "Each segment requires a 250ms delay"; CARD_REQUEST_I2C_SEGMENT_DELAY_MS
+SEGMENT_BYTES = 250  # CARD_REQUEST_I2C_SEGMENT_MAX_LEN
+MIN_POLL_GAP = 0.020  # the reset drain of note-c and note-python (docs: 25 ms; in a transaction: 50 ms)
 _TIMING_SLACK = 0.0005  # sleep()s return early by up to this much on Linux; do not count that
 
 
@@ -121,6 +125,7 @@ class SimI2CBus:
             return ""
         head = bytes(first)
         if head[0] == 0 and first.len == 2 and len(messages) > 1:  # [0, N] + read
+            self._segment_bytes = 0  # reading an answer: the card has taken the whole request
             since_chunk = start - self._last_chunk_end
             if since_chunk < MIN_AFTER_CHUNK - _TIMING_SLACK:
                 return (f"queried {since_chunk * 1000:.0f} ms after a request chunk "
@@ -134,14 +139,14 @@ class SimI2CBus:
         gap, since_chunk = start - self._last_end, start - self._last_chunk_end
         if since_chunk >= MIN_SEGMENT_PAUSE - _TIMING_SLACK:
             self._segment_bytes = 0
-        if gap < MIN_BEFORE_WRITE - _TIMING_SLACK:
-            return f"a request chunk {gap * 1000:.1f} ms after the previous transfer (Blues: ≥ 1 ms)"
         if self._segment_bytes > SEGMENT_BYTES:
             return (f"a request chunk {since_chunk * 1000:.0f} ms after {self._segment_bytes} request bytes "
                     f"(Blues: {MIN_SEGMENT_PAUSE * 1000:.0f} ms per {SEGMENT_BYTES}-byte segment)")
         if since_chunk < MIN_AFTER_CHUNK - _TIMING_SLACK:
             return f"a request chunk {since_chunk * 1000:.0f} ms after the previous one (Blues: " \
                    f"{MIN_AFTER_CHUNK * 1000:.0f} ms per chunk)"
+        if gap < MIN_BEFORE_WRITE - _TIMING_SLACK:
+            return f"a request chunk {gap * 1000:.1f} ms after the previous transfer (Blues: ≥ 1 ms)"
         return ""
 
     # ------------------------------------------------------------ protocol
@@ -157,6 +162,7 @@ class SimI2CBus:
         if not self.port.expecting_binary:
             self._segment_bytes += count
             self._last_chunk_end = start + self.card.link.i2c_seconds([len(data)])
+        self._last_empty_poll = float("-inf")  # a write between two polls: the next one is not a re-poll
         self.port.feed(data[1:], time.monotonic())
 
     def _answer(self, message: Any) -> int:

@@ -172,6 +172,7 @@ class NotecardSim:
         self.mode_before_dfu = self.hub_mode
         self.dfu_entered_at = 0.0
         self.dfu_renewed_at = 0.0
+        self.storage_ready_at: float | None = None  # when the DFU storage power-up under way completes
         self.dfu_on = True
         self.vvalue: str | None = None
         self.card_dfu: dict[str, Any] = {}
@@ -296,9 +297,20 @@ class NotecardSim:
                 and now - self.download_started >= self.config.download_seconds):
             self.dfu_state = "ready"
 
+    def _storage_ready(self, now: float) -> bool:
+        """Whether DFU mode is fully active: the storage power-up since the first hub.set dfu is done.
+
+        Blues: "Depending on in-progress communications on the Notecard, it may
+        take up to 30 seconds after setting the device to dfu mode before it is
+        ready" — the delay is the card's own activity, not a fixed cost of every
+        hub.set, so it runs on the card's clock from the first request.
+        """
+        return self.storage_ready_at is not None and now >= self.storage_ready_at
+
     def restart(self) -> None:
-        """Reboot: DFU mode and the binary store do not survive."""
+        """Reboot: DFU mode, the binary store and the powered storage do not survive."""
         self.restarts += 1
+        self.storage_ready_at = None
         if self.hub_mode == "dfu":
             self.hub_mode = self.mode_before_dfu
         self.binary_store = b""
@@ -324,6 +336,11 @@ class NotecardSim:
                 self.mode_before_dfu = self.hub_mode
                 self.dfu_entered_at = now
                 self.hub_mode = "dfu"
+                if self.storage_ready_at is None:
+                    # Powering the modem and external storage for DFU takes the card a while; it
+                    # finishes what it started even if the host leaves DFU mode meanwhile, so a
+                    # host that comes back later finds the storage ready (see _storage_ready).
+                    self.storage_ready_at = now + self.ready_delay
             self.dfu_renewed_at = now
         elif self.hub_mode == "dfu" and self._stuck_in_dfu():
             return {"err": "hub.set: cannot leave DFU mode: external storage busy {io}"}
@@ -373,7 +390,7 @@ class NotecardSim:
     def _req_dfu_get(self, req: dict, now: float) -> dict | Reply:
         if self.hub_mode != "dfu":
             return {"err": ERR_NOT_DFU}
-        if now - self.dfu_entered_at < self.ready_delay:
+        if not self._storage_ready(now):
             return {"err": ERR_NOT_READY}
         if self.dfu_state != "ready" or self.image is None:
             return {"err": "no host firmware image is available {dfu-dl}"}
@@ -468,7 +485,7 @@ class NotecardSim:
     def _req_dfu_put(self, req: dict, now: float) -> dict | Reply:
         if self.hub_mode != "dfu":
             return {"err": ERR_NOT_DFU}
-        if now - self.dfu_entered_at < self.ready_delay:
+        if not self._storage_ready(now):
             return {"err": ERR_NOT_READY}
         if "body" in req:
             return self._sideload_begin(req["body"])
