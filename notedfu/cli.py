@@ -108,9 +108,6 @@ def build_parser() -> argparse.ArgumentParser:
                       help="card firmware generation: no card.binary; card.binary but no dfu.get binary; both "
                            "(default current)")
     card.add_argument("--no-binary", action="store_true", help="firmware without card.binary (base64 only)")
-    card.add_argument("--strict-timing", action="store_true",
-                      help="answer a host that paces I2C faster than Blues' libraries as a stressed card does "
-                           "(not acknowledged); without it such a host is only warned about")
     card.add_argument("--mode", help="initial hub mode (default periodic)")
     card.add_argument("--latency", type=float, metavar="S", help="card seconds per request (default 0.05)")
     card.add_argument("--per-kib", type=float, metavar="S", help="card seconds per KiB read (default 0.01)")
@@ -331,9 +328,8 @@ def cmd_dfu(args: argparse.Namespace) -> int:
 
 def cmd_sim_notecard(args: argparse.Namespace) -> int:
     """``notedfu sim notecard --pty``: serve until killed."""
-    from notedfu.sim.cardport import CardPort
     from notedfu.sim.notecard import card_from_options
-    from notedfu.sim.pty import PtyServer
+    from notedfu.sim.pty import card_server
 
     opts: dict[str, Any] = {"profile": args.profile, "fault": args.fault}
     for key in ("image", "download", "ready_delay", "dfu_timeout", "max_chunk", "mode", "latency", "per_kib",
@@ -342,13 +338,11 @@ def cmd_sim_notecard(args: argparse.Namespace) -> int:
             opts[key] = str(value)
     if args.no_binary:
         opts["binary"] = "0"
-    if args.strict_timing:
-        opts["strict_timing"] = "1"
     try:
         card = card_from_options(opts)
     except (OSError, ValueError) as exc:
         raise UsageError(f"cannot start the simulated Notecard: {exc}", code="E_SIM_CONFIG") from exc
-    server = PtyServer(CardPort(card, card.link))
+    server = card_server(card)
     print(server.path, flush=True)
     try:
         server.serve_forever()

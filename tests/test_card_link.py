@@ -324,3 +324,20 @@ def test_a_host_that_polls_too_fast_is_warned_about_and_with_strict_timing_not_a
     with pytest.raises(OSError):
         _i2c_read(bus, 0)  # a stressed card does not acknowledge
     assert bus.nacks == 1
+
+
+def test_a_uart_card_does_not_wait_for_a_host_that_stops_reading(tmp_path, image):
+    card, pty = _sim_pty(tmp_path, image, "--profile", "aux115200")
+    try:
+        with serial.Serial(pty, timeout=2) as port:
+            port.write(encode_request({"req": "hub.set", "mode": "dfu"}, 1))
+            port.readline()
+            port.write(encode_request({"req": "dfu.get", "offset": 0, "length": 8192}, 2))  # ~11 KB of answer
+            time.sleep(2.0)  # ~23 KB could have crossed the wire meanwhile; nobody read
+            got = port.read(20000)
+        assert len(got) < 11000 and not got.endswith(b"}\r\n")  # the rest fell off the end of the tty buffer
+    finally:
+        card.send_signal(signal.SIGTERM)
+        summary = json.loads(card.stdout.read().strip().splitlines()[-1])
+        card.wait(timeout=10)
+    assert any("bytes lost" in warning for warning in summary["warnings"])

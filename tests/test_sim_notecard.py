@@ -247,3 +247,28 @@ def test_engine_answers_without_any_io():
     card = NotecardSim(SimConfig(image=b"\x01" * 100))
     reply = card.handle(b'{"req":"hub.set","mode":"dfu"}', now=0.0)
     assert reply.data == b"{}\r\n" and reply.card_seconds == pytest.approx(0.05)
+
+
+@pytest.mark.parametrize("link", ["serial", "i2c"])
+def test_blues_python_dfu_sample_flow_runs_on_stock_note_python(sim, image, tmp_path, link):
+    from notedfu.bench import _peer_transfer  # Blues' python-dfu sequence: dfu.status, hub.set, 4 KiB base64
+
+    card, spec = sim(i2c=link == "i2c", mode="continuous")
+    if link == "i2c":
+        nc = notecard.OpenI2C(Smbus2Adapter(SimI2CBus(card)), 0, 0)
+    else:
+        nc = notecard.OpenSerial(serial.serial_for_url(spec, timeout=2), lock_path=str(tmp_path / "lock"))
+    _peer_transfer(nc, len(image), tmp_path / "out.bin")
+    assert (tmp_path / "out.bin").read_bytes() == image and card.hub_mode == "continuous"
+    assert card.warnings == {}
+
+
+def test_stock_note_python_binary_receive_over_serial(sim, image, tmp_path):
+    from notecard.binary_helpers import binary_store_receive
+
+    card, spec = sim()
+    nc = notecard.OpenSerial(serial.serial_for_url(spec, timeout=2), lock_path=str(tmp_path / "lock"))
+    nc.Transaction({"req": "hub.set", "mode": "dfu"})
+    status = nc.Transaction({"req": "dfu.get", "offset": 8192, "length": 8192, "binary": True})
+    assert status["length"] == 8192
+    assert binary_store_receive(nc, 0, 8192) == image[8192:16384]

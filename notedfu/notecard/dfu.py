@@ -91,7 +91,7 @@ class FetchOptions:
 
     chunk: int | None = None  # the largest chunk to ask for (default: what this card is known to take)
     ready_timeout: float = 120.0  # how long DFU mode may take to become active
-    ready_poll: float = 1.0  # between dfu.get length:0 probes
+    ready_poll: float = 0.5  # between dfu.get length:0 probes (Blues examples: 2.5 s, note-cli: 1.5 s)
     renew_seconds: float = 600.0  # re-send hub.set dfu this often (the card drops DFU mode after 15 min)
     retries: int = 5  # tries per chunk before giving up
     state_root: Path | None = None  # where per-card chunk sizes are remembered (default: the staging root)

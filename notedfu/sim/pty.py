@@ -10,13 +10,19 @@ close and reopen the port without the master seeing a hang-up.
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import pty
 import select
+import struct
+import termios
 import threading
 import time
 import tty
-from typing import Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
+
+if TYPE_CHECKING:
+    from notedfu.sim.notecard import NotecardSim
 
 
 class ByteDevice(Protocol):
@@ -29,13 +35,26 @@ class ByteDevice(Protocol):
 
 
 MIN_WAKE = 0.0005  # shortest sleep: ≤ 2000 wake-ups a second however slow the link
+HOST_TTY_BUFFER = 4096  # Linux N_TTY_BUF_SIZE: what a host's UART driver holds unread
 
 
 class PtyServer:
-    """A simulated device behind ``/dev/pts/N``."""
+    """A simulated device behind ``/dev/pts/N``.
 
-    def __init__(self, device: ByteDevice) -> None:
+    With ``lossy``, the link has no flow control, like a UART: what the host
+    has not read when the terminal's buffer is full is lost (and reported to
+    ``on_loss``), where a pty would otherwise hold the sender back. A Linux
+    host has a few KiB of tty buffer (``N_TTY_BUF_SIZE`` is 4096), about 0.36 s
+    at 115200 baud: a host that stops reading that long mid-answer loses bytes
+    on a real UART too.
+    """
+
+    def __init__(self, device: ByteDevice, *, lossy: bool = False,
+                 on_loss: Callable[[int], None] | None = None) -> None:
         self.device = device
+        self.lossy = lossy
+        self.on_loss = on_loss
+        self.lost = 0
         self.master, self._slave = pty.openpty()
         tty.setraw(self._slave)
         os.set_blocking(self.master, False)
@@ -93,6 +112,8 @@ class PtyServer:
             ready = self.device.available(now)
             if ready:
                 self._unsent += self.device.read(ready, now)
+            if self._unsent and self.lossy:
+                self._drop_what_the_host_has_no_room_for()
             if self._unsent:
                 try:
                     sent = os.write(self.master, self._unsent)
@@ -101,3 +122,27 @@ class PtyServer:
                     pass
                 except OSError:
                     return
+
+    def _drop_what_the_host_has_no_room_for(self) -> None:
+        """A UART has no flow control: bytes beyond the host's tty buffer are lost, not held back."""
+        try:
+            queued = struct.unpack("i", fcntl.ioctl(self._slave, termios.FIONREAD, b"\0\0\0\0"))[0]
+        except OSError:
+            return
+        room = max(0, HOST_TTY_BUFFER - queued)
+        if len(self._unsent) > room:
+            lost = len(self._unsent) - room
+            self._unsent = self._unsent[:room]
+            self.lost += lost
+            if self.on_loss:
+                self.on_loss(lost)
+
+
+def card_server(card: "NotecardSim") -> PtyServer:
+    """A simulated Notecard on a pty; on a UART profile (not USB, not I2C) without flow control."""
+    from notedfu.sim.cardport import CardPort
+
+    uart = not card.link.is_i2c and card.link.bits_per_second <= 1_000_000
+    return PtyServer(CardPort(card, card.link), lossy=uart,
+                     on_loss=lambda n: card.warn("bytes lost: the host did not read while the card sent "
+                                                 "(a UART has no flow control)"))

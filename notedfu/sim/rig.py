@@ -18,11 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from notedfu.sim.cardport import CardPort
 from notedfu.sim.faults import parse_faults
 from notedfu.sim.gpio import BOOT0, NRST, SimGpioChip
 from notedfu.sim.notecard import NotecardSim, card_from_options
-from notedfu.sim.pty import PtyServer
+from notedfu.sim.pty import PtyServer, card_server
 from notedfu.sim.stm32 import STM32_FAULTS, Stm32Sim
 from notedfu.target.qemu import qemu_available
 
@@ -71,7 +70,7 @@ class SimulatedRig:
         self.servers: list[PtyServer] = []
         self.gpio: SimGpioChip | None = None
         try:
-            self.servers.append(PtyServer(CardPort(self.card, self.card.link)).start())
+            self.servers.append(card_server(self.card).start())
             self.servers.append(PtyServer(self.chip).start())
             if setup.lines:
                 # A short path: Unix socket paths are limited to 108 bytes, pytest's tmp_path is not.
@@ -109,7 +108,7 @@ class SimulatedRig:
     def replug_notecard(self) -> None:
         """A new pty for the same card (the old one stops, as if the card had been unplugged)."""
         self.servers[0].stop()
-        self.servers[0] = PtyServer(CardPort(self.card, self.card.link)).start()
+        self.servers[0] = card_server(self.card).start()
 
     def close(self) -> None:
         """Stop serving and close the flash file."""
