@@ -150,7 +150,9 @@ def _child(who: str, spec: str, profile_name: str, image_path: str) -> dict[str,
         from notedfu.notecard.staging import Staging
 
         if spec.startswith("i2c:"):
-            spec = f"i2c:sim://notecard?{urllib.parse.urlencode({'image': image_path, 'profile': profile_name})}"
+            pacing = urllib.parse.parse_qs(spec.partition("?")[2]).get("pacing", ["blues"])[-1]
+            query = urllib.parse.urlencode({"image": image_path, "profile": profile_name, "pacing": pacing})
+            spec = f"i2c:sim://notecard?{query}"
         card = open_notecard(spec)
         downloader = Downloader(card, Staging(work), options=FetchOptions())  # as shipped
         cpu0, t0 = time.process_time(), time.monotonic()
@@ -182,12 +184,12 @@ def _child(who: str, spec: str, profile_name: str, image_path: str) -> dict[str,
 
 
 # ------------------------------------------------------------------ driver
-def _run_child(who: str, profile_name: str, image_path: Path) -> dict[str, Any]:
+def _run_child(who: str, profile_name: str, image_path: Path, pacing: str = "blues") -> dict[str, Any]:
     link = profile(profile_name)
     server = None
     try:
         if link.is_i2c:
-            spec = "i2c:sim"
+            spec = f"i2c:sim?pacing={pacing}"
         else:
             server = subprocess.Popen([sys.executable, "-m", "notedfu", "sim", "notecard", "--pty",
                                        "--image", str(image_path), "--profile", profile_name],
@@ -205,7 +207,7 @@ def _run_child(who: str, profile_name: str, image_path: Path) -> dict[str, Any]:
 
 
 def run_download_bench(profiles: list[str] | None, *, size: int | None = None, peer: bool = True,
-                       as_json: bool = False) -> int:
+                       as_json: bool = False, pacing: str = "blues") -> int:
     """Run the download benchmark and print its table; exit code 0 if every run was correct."""
     rows = []
     for name in profiles or list(DEFAULT_SIZES):
@@ -215,7 +217,7 @@ def run_download_bench(profiles: list[str] | None, *, size: int | None = None, p
             image_path = Path(tmp) / "image.bin"
             image_path.write_bytes(make_image(length))
             bound, encoding = lower_bound(image_path.read_bytes(), link)
-            ours = _run_child("ours", name, image_path)
+            ours = _run_child("ours", name, image_path, pacing)
             theirs = _run_child("peer", name, image_path) if peer else None
         rows.append({"profile": name, "bytes": length, "bound_s": bound, "bound_encoding": encoding,
                      "ours": ours, "peer": theirs})

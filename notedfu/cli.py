@@ -123,9 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench_sub.required = True
     download = bench_sub.add_parser("download", help="download speed: ours vs the lower bound vs note-python")
     download.add_argument("--profile", action="append", metavar="NAME",
-                          help="profile(s) to run (default uart9600, aux115200, i2c100k)")
+                          help="profile(s) to run (default uart9600, aux115200, usb, i2c100k, i2c400k; "
+                               "also slowcard)")
     download.add_argument("--size", type=int, metavar="BYTES", help="image size for every profile")
     download.add_argument("--no-peer", action="store_true", help="skip the stock note-python run")
+    download.add_argument("--pacing", choices=("blues", "docs"), default="blues",
+                          help="our I2C pacing: note-c's (default) or the documented minimum")
     download.add_argument("--json", action="store_true", help="print the results as JSON")
     download.set_defaults(run=cmd_bench_download)
     flash = bench_sub.add_parser("flash", help="flash + verify speed: ours vs the lower bound vs stm32flash, "
@@ -360,7 +363,8 @@ def cmd_bench_download(args: argparse.Namespace) -> int:
     """``notedfu bench download``."""
     from notedfu.bench import run_download_bench
 
-    return run_download_bench(args.profile, size=args.size, peer=not args.no_peer, as_json=args.json)
+    return run_download_bench(args.profile, size=args.size, peer=not args.no_peer, as_json=args.json,
+                              pacing=args.pacing)
 
 
 def cmd_bench_flash(args: argparse.Namespace) -> int:

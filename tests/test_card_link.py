@@ -28,7 +28,7 @@ from notedfu.notecard.dfu import Downloader, FetchOptions
 from notedfu.notecard.link import open_notecard
 from notedfu.notecard.staging import Staging
 from notedfu.notecard.transport import SerialLink, Smbus2Adapter
-from notedfu.notecard.wire import AnswerReader, add_crc, encode_request
+from notedfu.notecard.wire import AnswerReader, add_crc, encode_request, is_idempotent
 from notedfu.sim.i2c import SimI2CBus
 from notedfu.sim.notecard import REFUSALS
 
@@ -118,6 +118,16 @@ def test_the_simulator_frames_the_crc_of_every_answer_shape_as_note_c_expects(si
         port.write(encode_request({"req": "hub.get", "id": 42}, 3))
         answer = json.loads(port.readline())
         assert answer["id"] == 42 and answer["crc"].startswith("0003:")
+
+
+def test_only_requests_safe_to_repeat_are_sent_again_when_their_answer_is_lost():
+    assert is_idempotent({"req": "hub.get"}) and is_idempotent({"req": "hub.set", "mode": "dfu"})
+    assert is_idempotent({"req": "dfu.get", "offset": 0, "length": 4096, "binary": True})
+    assert is_idempotent({"req": "dfu.status", "name": "user"}) and is_idempotent({"req": "dfu.put"})
+    assert not is_idempotent({"req": "dfu.status", "name": "user", "stop": True, "err": "x"})
+    assert not is_idempotent({"req": "dfu.put", "offset": 0, "length": 3, "payload": "AAAA", "status": "0" * 32})
+    assert not is_idempotent({"req": "card.binary.put", "cobs": 3}) and not is_idempotent({"req": "card.time",
+                                                                                           "time": 1})
 
 
 # ------------------------------------------------------------------ junk and half lines

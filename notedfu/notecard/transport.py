@@ -276,7 +276,7 @@ class I2CLink(_LineBuffer):
         if delay > 0:
             time.sleep(delay)
 
-    def _transfer(self, *messages: Any) -> None:
+    def _transfer(self, *messages: Any, gap_after: bool = True) -> None:
         self._wait()
         try:
             self.bus.i2c_rdwr(*messages)
@@ -286,7 +286,7 @@ class I2CLink(_LineBuffer):
                                 code="E_NOTECARD_IO") from exc
             raise LinkError(f"{self.name}: I2C transfer failed: {exc}", code="E_NOTECARD_IO") from exc
         finally:
-            self._not_before = time.monotonic() + self.pacing.io_gap
+            self._not_before = time.monotonic() + (self.pacing.io_gap if gap_after else 0.0)
 
     def _write_chunk(self, chunk: bytes) -> None:
         from smbus2 import i2c_msg
@@ -298,7 +298,9 @@ class I2CLink(_LineBuffer):
         from smbus2 import i2c_msg
 
         ask, answer = i2c_msg.write(self.address, bytes([0, length])), i2c_msg.read(self.address, length + 2)
-        self._transfer(ask, answer)
+        # While the card has data for us, Blues' libraries read on without a pause (note-c
+        # _i2cChunkedReceive, note-python receive); every other transfer keeps the 1 ms gap.
+        self._transfer(ask, answer, gap_after=length == 0)
         raw = bytes(answer)
         available, count = raw[0], raw[1]
         if count != length or available > I2C_MAX_TRANSFER:

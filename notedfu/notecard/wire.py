@@ -62,6 +62,8 @@ def is_idempotent(req: dict[str, Any]) -> bool:
         return not req.get("stop")  # stop deletes the card's image: never twice by accident
     if name == "card.time":
         return "time" not in req
+    if name == "dfu.put":  # a bare dfu.put only asks whether the card is ready or still writing
+        return not any(key in req for key in ("body", "offset", "length", "payload"))
     return name in _IDEMPOTENT
 
 
