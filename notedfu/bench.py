@@ -43,7 +43,9 @@ DEFAULT_SIZES = {"uart9600": 64 * 1024, "aux115200": 256 * 1024, "usb": 256 * 10
                  "i2c400k": 256 * 1024}
 TARGETS = {  # (bound / ours at least, ours / peer at most)
     "uart9600": (0.90, 0.80),
-    "aux115200": (0.90, 0.70),
+    # The model's own bound is 0.78 of the peer here since both wait the 5 s the card needs for DFU
+    # mode: 0.70 (set before that wait was modeled) cannot be met by any client.
+    "aux115200": (0.90, 0.80),
     "usb": (0.80, 0.70),
     "i2c100k": (0.80, 0.80),
     "i2c400k": (0.80, 0.80),
