@@ -198,19 +198,18 @@ def test_target_not_answering_fails_cleanly_and_keeps_the_image(hil, tmp_path):
     assert hil.job()["state"] == "success" and flash_holds(hil, image.read_bytes())
 
 
-def test_boot_not_confirmed_is_retried_then_ends_unconfirmed(hil, needs_console, tmp_path):
-    offer(hil, tmp_path, "demo-1.1.0.bin", hil.image("1.1.0"))
-    config = config_file(tmp_path, "[agent]\nretry_limit = 2\n")
-    never = ("--config", config, "--pattern", "this banner never appears", "--confirm-timeout", "3")
-    first = hil.update(*never)
-    assert first.returncode == ExitCode.TRY_LATER and "E_UNCONFIRMED" in first.stderr, first.stderr
-    assert hil.job()["state"] == "processing" and hil.card_status()["dfu"]["mode"] == "ready"
-    done = hil.update(*never)  # the second and last attempt: restarts the firmware, watches again
-    assert done.returncode == ExitCode.UNCONFIRMED and "E_UNCONFIRMED" in done.stderr, done.stderr
+def test_a_firmware_that_does_not_confirm_is_rolled_back(hil, needs_console, tmp_path):
+    mode = hil.card_status()["hub_mode"]
+    offer(hil, tmp_path, "demo-1.2.0-broken.bin", hil.image("1.2.0-broken"))  # boots, never says so
+    done = hil.update()
+    assert done.returncode == ExitCode.UNCONFIRMED and "rolled back to 1.0.0" in done.stderr, done.stderr
     job = hil.job()
-    assert job["state"] == "unconfirmed" and job["error"]["stage"] == "confirm" and job["attempts"] == 2
+    assert job["state"] == "fail" and job["error"]["stage"] == "confirm" and job["rolled_back"]["confirmed"]
+    assert flash_holds(hil, hil.image("1.0.0"))
     if hil.sim:
-        assert [r["err"][:14] for r in hil.sim.card.reports if r.get("stop")] == ["E_UNCONFIRMED:"]
+        assert [r["err"] for r in hil.sim.card.reports if r.get("stop")] == \
+            ["E_UNCONFIRMED: 1.2.0 did not confirm; rolled back to 1.0.0"]
+    assert_card_handed_back(hil, mode)
 
 
 def test_going_back_to_the_previous_image_by_reinstalling_it(hil, tmp_path):

@@ -25,18 +25,19 @@ class Rig(SimulatedRig):
     """The simulated rig with test-friendly speeds, and `notedfu update` run against it."""
 
     def __init__(self, tmp: Path, offered: bytes, installed: bytes, chip_faults: tuple[str, ...] = (),
-                 **card_opts) -> None:
+                 lines: bool = False, **card_opts) -> None:
         card = {"profile": "usb", "mode": "continuous", "latency": "0.01", "per_kib": "0.005", "ready_delay": "0",
                 **card_opts}
         super().__init__(tmp, RigSetup(offered, installed, card=card, chip_faults=chip_faults,
-                                       chip_time_scale=0.1))
+                                       chip_time_scale=0.1, lines=lines))
         self.tmp = tmp
         self.state = tmp / "state"
         self.offered = offered
 
     def args(self, *extra: str) -> list[str]:
+        wiring = ["--boot0", self.boot0_line, "--reset", self.reset_line] if self.gpio else []
         return [sys.executable, "-m", "notedfu", "update", "--notecard", self.notecard_port, "--target",
-                self.target_port, "--state-dir", str(self.state), "--json", *extra]
+                self.target_port, *wiring, "--state-dir", str(self.state), "--json", *extra]
 
     def update(self, *extra: str) -> subprocess.CompletedProcess:
         return subprocess.run(self.args(*extra), capture_output=True, text=True, timeout=120)

@@ -43,7 +43,7 @@ def test_hil_suite_runs_from_a_rig_file(simulators, tmp_path):
     rig.write_text(f'[notecard]\nport = "{card}"\n[target]\nport = "{chip}"\nboot0 = "sim-gpio:{gpio}:0"\n'
                    f'reset = "sim-gpio:{gpio}:1"\n{console}[firmware]\ndir = "{REPO / "firmware" / "prebuilt"}"\n')
     # A few scenarios (the whole suite runs on the simulated rig elsewhere): the rig-file path is what is tested.
-    chosen = "full_update or not_answering or holds_wrong or not_confirmed"
+    chosen = "full_update or not_answering or holds_wrong or does_not_confirm"
     done = subprocess.run([sys.executable, "-m", "pytest", "hil", "--rig", str(rig), "-n", "0", "-q", "-k", chosen,
                            "-p", "no:cacheprovider", "-rs"], capture_output=True, text=True, cwd=REPO, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]

@@ -72,7 +72,7 @@ def test_flash_json_events_and_result(emulator, tmp_path):
     assert done.returncode == 0, done.stderr
     events = [json.loads(line) for line in done.stdout.splitlines()]
     phases = {e.get("phase") for e in events if e["type"] == "step"}
-    assert phases == {"erase", "write", "verify"}
+    assert phases == {"compare", "erase", "write", "verify"}
     result = events[-1]["result"]
     assert result["verify_method"] == "crc" and result["started"] and result["image_bytes"] == 6 * 1024
     assert flash_file.read_bytes().startswith(image.read_bytes())

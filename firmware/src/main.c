@@ -54,7 +54,11 @@ int main(void)
 {
     console_init();
     for (;;) {
+#ifdef FW_BROKEN
+        console_write("");  /* a BROKEN build runs and never says so: the agent must roll it back */
+#else
         console_write("notedfu-demo " FW_VERSION " booted on " BOARD_NAME "\r\n");
+#endif
         spin(2);
     }
 }

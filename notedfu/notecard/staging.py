@@ -199,6 +199,13 @@ class Staging:
         for path in self.paths(md5):
             path.unlink(missing_ok=True)
 
+    def prune(self, keep: set[str]) -> None:
+        """Drop every staged image but ``keep`` (the image the chip runs is the next last-known-good)."""
+        for path in self.dir.iterdir():
+            md5 = path.name.split(".")[0]
+            if _MD5.match(md5) and md5 not in keep and path.suffix in (".part", ".json", ".bin"):
+                path.unlink(missing_ok=True)
+
     def journals(self) -> list[Journal]:
         """Every journal in the staging directory."""
         found = []

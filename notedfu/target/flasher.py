@@ -3,16 +3,23 @@
 The plan is pure: which pages the image covers, what each must hold, which
 256-byte blocks are all 0xFF (nothing to write after an erase). Execution:
 
-1. erase the first page (the vector table) before anything else, so from
-   this moment until the very end no half-old, half-new image can boot;
-2. erase the other covered pages — only those;
-3. write and verify every other page (CRC command 0xA1 when the bootloader
-   has it, read-back otherwise); a page that fails is erased and rewritten
-   (never rewritten unerased: flash bits only go 1→0), a bounded number of times;
-4. write and verify the first page last; then run the application.
+0. compare every covered page with what the chip holds (CRC command 0xA1
+   over runs of pages when the bootloader has it, read-back otherwise): the
+   chip, not a record, says what must change; if nothing differs, nothing is
+   erased or written;
+1. erase the first page (the vector table) before anything else — whenever
+   anything changes, even if that page itself does not — so from this moment
+   until the very end no half-old, half-new image can boot;
+2. erase the other pages that differ — only those;
+3. write and verify every other page (CRC or read-back); a page that fails is
+   erased and rewritten (never rewritten unerased: flash bits only go 1→0),
+   a bounded number of times;
+4. write the first page last, and within it the initial stack pointer and
+   reset vector (its first 8 bytes, or the flash's write granule) as the very
+   last write of the whole flash; verify it; then run the application.
 
 An interrupted flash therefore leaves either the verified new image or a
-chip whose first page is erased — which does not boot, and on most parts
+chip whose vector table is erased — which does not boot, and on most parts
 drops back into the bootloader for the next attempt.
 """
 
@@ -63,6 +70,7 @@ class FlashPlan:
     pages: list[PagePlan]
     image_bytes: int
     first: PagePlan | None = None  # the page holding the flash base, written last
+    vector_bytes: int = 8  # the head of the first page written after everything else (SP + reset vector)
 
     @property
     def write_bytes(self) -> int:
@@ -80,6 +88,7 @@ class FlashOptions:
     allow_offset: bool = False  # image may start above the flash base (behind a custom bootloader)
     check_vectors: bool = True  # refuse images whose vector table cannot boot
     skip_erased: bool = True
+    compare: bool = True  # look at what the chip holds first; write only if something differs
     run: bool = True
 
 
@@ -120,7 +129,7 @@ def plan_flash(segments: list[Segment], chip: Chip, flash_size: int, options: Fl
         last += -last % 4
         pages.append(PagePlan(index, address, size, bytes(content), first - first % 4, min(last, size)))
     first_page = next((p for p in pages if p.address == base), None)
-    return FlashPlan(pages, sum(len(s.data) for s in segments), first_page)
+    return FlashPlan(pages, sum(len(s.data) for s in segments), first_page, max(8, chip.family.write_granule))
 
 
 def _check_vector_table(segment: Segment, base: int, end: int) -> None:
@@ -146,6 +155,8 @@ class FlashReport:
     blocks_skipped: int = 0
     verify_method: str = ""
     repaired_pages: int = 0
+    pages_unchanged: int = 0  # covered pages the chip already held (compared before erasing)
+    unchanged: bool = False  # the chip held the whole image: nothing was erased or written
     started: bool = False
 
 
@@ -172,21 +183,28 @@ class Flasher:
         self._done = 0
 
     def run(self) -> FlashReport:
-        """Erase, write and verify everything; the first page last."""
+        """Compare, then erase, write and verify what differs; the first page last."""
         plan = self.plan
-        later = [p for p in plan.pages if p is not plan.first]
-        total = plan.write_bytes
-        self.events.step("flash", "erasing", phase="erase", done=0, total=len(plan.pages))
-        if plan.first:
-            self._erase([plan.first])  # from here on, nothing half-written can boot
-            if not self._is_erased(plan.first):
-                raise TargetError(f"the first page 0x{plan.first.address:08x} did not erase (write-protected?): "
+        pages = self._differing(plan.pages)
+        if not pages:
+            self.report.unchanged = True
+            self.events.step("flash", "the chip already holds this image: nothing to write", phase="compare",
+                             state="done", pages=len(plan.pages), pages_unchanged=len(plan.pages))
+            return self.report
+        later = [p for p in pages if p is not plan.first]
+        first = plan.first if plan.first in pages else None
+        total = sum(len(b) for page in pages for _, b in page.blocks())
+        self.events.step("flash", "erasing", phase="erase", pages=0, pages_total=len(pages))
+        if first:
+            self._erase([first])  # from here on, nothing half-written can boot
+            if not self._is_erased(first):
+                raise TargetError(f"the first page 0x{first.address:08x} did not erase (write-protected?): "
                                   "stopped before changing anything else; the old image is intact",
                                   code="E_TARGET_PROTECTED")
         for start in range(0, len(later), ERASE_BATCH):
             self._erase(later[start:start + ERASE_BATCH])
-            self.events.step("flash", "erasing", phase="erase", done=min(len(plan.pages), start + ERASE_BATCH + 1),
-                             total=len(plan.pages))
+            self.events.step("flash", "erasing", phase="erase", pages=min(len(pages), start + ERASE_BATCH + 1),
+                             pages_total=len(pages))
         failed = []
         for page in later:
             try:
@@ -194,22 +212,39 @@ class Flasher:
             except TargetError as exc:
                 self._recover(exc)
                 failed.append(page)
-        self.events.step("flash", "verifying", phase="verify", done=0, total=len(later))
+        self.events.step("flash", "verifying", phase="verify", pages=0, pages_total=len(later))
         bad = self._bad_pages([p for p in later if p not in failed])
         for page in failed + bad:
             self._repair(page, total, "write failed" if page in failed else "verification failed")
-        if plan.first:
+        if first:
             try:
-                self._write_page(plan.first, total)
-                good = not self._bad_pages([plan.first])
+                self._write_page(first, total)
+                good = not self._bad_pages([first])
                 problem = "verification failed"
             except TargetError as exc:
                 self._recover(exc)
                 good, problem = False, exc.message
             if not good:
-                self._repair(plan.first, total, problem)
-        self.events.step("flash", "written and verified", phase="write", done=total, total=total, state="done")
+                self._repair(first, total, problem)
+        self.events.step("flash", "written and verified", phase="write", done=total, total=total, state="done",
+                         pages=len(pages), pages_unchanged=self.report.pages_unchanged)
         return self.report
+
+    def differing(self) -> list[PagePlan]:
+        """The covered pages the chip does not hold as planned (nothing is written)."""
+        return self._bad_pages(self.plan.pages)
+
+    def _differing(self, pages: list[PagePlan]) -> list[PagePlan]:
+        """The pages to flash: those the chip does not hold already, plus the first page if any differ."""
+        if not self.options.compare or self.report.verify_method == "none":
+            return list(pages)
+        self.events.step("flash", "comparing with what the chip holds", phase="compare", pages=0,
+                         pages_total=len(pages))
+        differing = self._bad_pages(pages)
+        self.report.pages_unchanged = len(pages) - len(differing)
+        if differing and self.plan.first is not None and self.plan.first not in differing:
+            differing.append(self.plan.first)  # erased first, so no half-new image can boot meanwhile
+        return [p for p in pages if p in differing]
 
     def _is_erased(self, page: PagePlan) -> bool:
         """Whether the page really erased: by CRC when offered, else its vector table (what decides booting)."""
@@ -298,6 +333,13 @@ class Flasher:
     def _write_page(self, page: PagePlan, total: int) -> None:
         blocks = page.blocks(self.options.skip_erased)
         self.report.blocks_skipped += len(page.blocks(False)) - len(blocks)
+        head = self.plan.vector_bytes
+        if page is self.plan.first and blocks and blocks[0][0] == page.address:
+            # The stack pointer and reset vector go last: until they are written the chip cannot boot
+            # what is in flash, whatever moment the host or the power dies.
+            address, data = blocks[0]
+            rest = [(address + head, data[head:])] if len(data) > head else []
+            blocks = rest + blocks[1:] + [(address, data[:head])]
         for address, data in blocks:
             self.bl.write_memory(address, data)
             self.report.blocks_written += 1

@@ -19,7 +19,7 @@ import notedfu.sim  # noqa: F401 - registers sim://
 from notedfu.errors import LinkError, UsageError
 from notedfu.events import Events
 from notedfu.specs import int_option, split_options
-from notedfu.target.an3155 import Bootloader, BootloaderInfo, TargetError, Timeouts
+from notedfu.target.an3155 import MAX_BLOCK, Bootloader, BootloaderInfo, TargetError, Timeouts
 from notedfu.target.chips import Chip, chip_for
 from notedfu.target.flasher import FlashOptions, Flasher, FlashReport, plan_flash
 from notedfu.target.image import Segment
@@ -169,6 +169,35 @@ class TargetSession:
             self.start_application()
             report.started = True
         return report
+
+    def holds(self, segments: list[Segment], options: FlashOptions | None = None) -> bool:
+        """Whether the chip already holds ``segments`` (CRC command or read-back; nothing is written)."""
+        assert self.info is not None and self.chip is not None
+        options = options or FlashOptions()
+        if options.verify == "none":
+            options = FlashOptions(**{**vars(options), "verify": "auto"})
+        plan = plan_flash(segments, self.chip, self.flash_size, options)
+        return not Flasher(self.bootloader, self.info, plan, options, self.events).differing()
+
+    def read_image(self) -> bytes | None:
+        """What the chip's flash holds from its base up to the first erased page, trailing 0xFF dropped;
+        ``None`` if it cannot be read (readout protection) or holds nothing."""
+        assert self.chip is not None
+        if self.protected:
+            return None
+        data = bytearray()
+        try:
+            for address, size in self.chip.pages(self.flash_size):
+                page = b"".join(self.bootloader.read_memory(address + offset, min(MAX_BLOCK, size - offset))
+                                for offset in range(0, size, MAX_BLOCK))
+                if page.count(0xFF) == len(page):
+                    break  # an image is contiguous: the first erased page ends it
+                data += page
+        except TargetError as exc:
+            if exc.code == "E_TARGET_NACK":
+                return None
+            raise
+        return bytes(data.rstrip(b"\xff")) or None
 
     def start_application(self) -> None:
         """BOOT0 low and a reset when wired (no bootloader session needed); the Go command otherwise."""

@@ -21,6 +21,7 @@ from typing import Any
 
 from filelock import Timeout
 
+from notedfu.checksums import md5_hex
 from notedfu.config import Config
 from notedfu.errors import ExitCode, Interrupted, NotedfuError, NotReadyError
 from notedfu.events import STEPS, Events
@@ -30,7 +31,7 @@ from notedfu.notecard.link import open_notecard
 from notedfu.notecard.staging import Staging, default_state_dir
 from notedfu.specs import parse_region
 from notedfu.target.chips import FLASH_BASE
-from notedfu.target.flasher import FlashOptions
+from notedfu.target.flasher import FlashOptions, plan_flash
 from notedfu.target.image import Segment, firmware_info
 from notedfu.target.lines import ENTER_BOOTLOADER, RUN_APPLICATION
 from notedfu.target.session import TargetOptions, TargetSession
@@ -90,6 +91,13 @@ class StageFailed(NotedfuError):
         self.stage = stage
         self.error = error
         self.exit_code = error.exit_code
+
+
+class Unconfirmed(NotedfuError):
+    """The new firmware did not prove it booted."""
+
+    code = "E_UNCONFIRMED"
+    exit_code = ExitCode.UNCONFIRMED
 
 
 class ImageSuperseded(NotedfuError):
@@ -186,7 +194,9 @@ class Updater:
         except NotedfuError as exc:
             return self._refuse_offer(exc)
         job = Job.new(image.md5, image.length, version=image.version, name=image.source)
-        verdict = self._version_verdict(job.version)
+        if (rejected := self.store.rejected(image.md5)) and not self.force:
+            return self._refuse_rejected(job, rejected)
+        verdict = self._decide(job)
         if verdict == "up_to_date":
             return self._up_to_date(job)
         if self.config.policy.mode == "manual" and not self.store.take_approval(image.md5):
@@ -207,7 +217,7 @@ class Updater:
                       source=local.source)
         for name in ("enter_dfu", "transfer", "exit_dfu"):
             job.stages[name].state = "skipped"
-        verdict = self._version_verdict(job.version)
+        verdict = self._decide(job)
         if verdict == "up_to_date":
             return self._up_to_date(job)
         self.store.save(job)
@@ -224,14 +234,63 @@ class Updater:
         self.events.status("SUCCESS", state="up_to_date", job=job.id, version=job.version)
         return Outcome("up_to_date", job)
 
-    def _version_verdict(self, version: str) -> str:
-        installed = self.store.installed().get("version", "")
-        order = compare_versions(version, installed) if installed else None
-        if order == 0 and not self.force:
-            return "up_to_date"
-        if order == -1 and not self.config.policy.allow_downgrade:
-            return "downgrade"
-        return "install"
+    def _decide(self, job: Job) -> str:
+        """``install``, ``up_to_date`` or ``downgrade``: the record proposes, the chip decides.
+
+        The installed record is only a fast path. Where it would stop an
+        update (the same image; an older version), the chip is asked whether it
+        really holds the recorded image — when a target is configured and that
+        image is still staged — and a record the chip contradicts (a board
+        swapped or reflashed by hand) is dropped. A different image of the same
+        version is installed: the flash stage compares it with the chip anyway.
+        """
+        installed = self.store.installed()
+        if self.force or not installed.get("md5"):
+            return "install"
+        order = compare_versions(job.version, installed.get("version", ""))
+        if installed["md5"] == job.md5:
+            verdict = "up_to_date"
+        elif order == -1 and not self.config.policy.allow_downgrade:
+            verdict = "downgrade"
+        else:
+            return "install"
+        held = self._chip_holds(installed["md5"])
+        if held is False:
+            self.events.message(f"the chip does not hold the recorded {installed.get('version') or installed['md5']} "
+                                "(a board swapped or reflashed?): the record is dropped", "warning")
+            self.store.forget_installed()
+            return "install"
+        return verdict
+
+    def _chip_holds(self, md5: str) -> bool | None:
+        """Whether the target holds the staged image ``md5``; ``None`` when that cannot be known here."""
+        path = self.staging.paths(md5)[2]
+        if not self.config.target.spec or not path.exists() or not self._target_lines_wired():
+            return None  # no reset line: looking would stop the running application for good
+        try:
+            payload = verified_payload(path.read_bytes(), None)
+            session = self._target()
+            try:
+                session.connect()
+                held = session.holds([Segment(FLASH_BASE, payload)], self._flash_options())
+                session.start_application()  # it was running before we looked
+            finally:
+                session.close()
+        except NotedfuError as exc:
+            self.events.message(f"could not ask the chip what it holds ({exc}); going by the record", "warning")
+            return None
+        return held
+
+    def _refuse_rejected(self, job: Job, rejected: dict[str, Any]) -> Outcome:
+        """An image that was rolled back is offered again: not retried unless forced; Notehub hears why."""
+        text = f"E_ROLLED_BACK: image {job.md5} was rolled back before ({rejected.get('reason', '')}); " \
+               "install it with --force"
+        self.events.message(text, "error")
+        if job.source == "NOTECARD" and self.client is not None:
+            self._report_stop(job, ok=False, text=text)
+        self.events.status("FAILURE", state="fail", failure="permanent",
+                           error={"stage": "check", "code": "E_ROLLED_BACK", "message": text})
+        return Outcome("fail", None, text, int(ExitCode.FAILURE))
 
     # ------------------------------------------------------------ stages
     def _process(self, job: Job, verdict: str = "install") -> Outcome:
@@ -256,10 +315,16 @@ class Updater:
                 return self._report_pending(job, failure)
             if isinstance(failure.error, ImageSuperseded):
                 return self._supersede(job, failure)
+            if failure.code == "E_UNCONFIRMED" and not job.rolled_back:
+                if job.lkg and self._target_lines_wired():
+                    return self._fail(job, self._roll_back(job, failure))
+                self.events.message("cannot roll back: " + ("no reset line to take the board back into its "
+                                                           "bootloader" if job.lkg else "no last-known-good image"),
+                                    "warning")
             if failure.permanent or job.attempts >= self.config.agent.retry_limit:
                 return self._fail(job, failure)
             return self._retry_later(job, failure)
-        self.events.status("SUCCESS", job=job.id, version=job.version)  # only once the job is saved as done
+        self.events.status("SUCCESS", job=job.id, version=job.version, state=job.state)  # once saved as done
         return Outcome(job.state, job)
 
     def _stage(self, job: Job, name: str) -> None:
@@ -359,13 +424,26 @@ class Updater:
             job.version = version if isinstance(version, str) else ""
 
     def _payload(self, job: Job) -> bytes:
-        """The bytes to flash: the staged image, signature checked (if a key is set) and trailer removed."""
+        """The bytes to flash: the staged image, its MD5 checked again right now (the file may have changed
+        on disk since it was verified), its signature checked (if a key is set), the trailer removed."""
         path = self.staging.paths(job.md5)[2]
         try:
             data = path.read_bytes()
         except OSError as exc:
             raise NotedfuError(f"staged image {path} is missing: {exc.strerror}", code="E_STAGING") from exc
+        if md5_hex(data) != job.md5:
+            self.staging.discard(job.md5)
+            if job.source == "NOTECARD":  # the card still has it: read it again on the next attempt
+                for name in DOWNLOAD_STAGES:
+                    job.stages[name].state = "pending"
+            raise NotedfuError(f"the staged image {path} changed on disk since it was verified (MD5 "
+                               f"{md5_hex(data)}, not {job.md5}): discarded before it reached the target",
+                               code="E_STAGING", permanent=job.source != "NOTECARD")
         return verified_payload(data, self.public_key)
+
+    def _flash_options(self) -> FlashOptions:
+        return FlashOptions(verify=self.config.target.verify, run=False,
+                            preserve=[parse_region(r) for r in self.config.target.preserve])
 
     def _target(self) -> TargetSession:
         tc = self.config.target
@@ -376,15 +454,48 @@ class Updater:
 
     def _stage_flash(self, job: Job) -> None:
         self.events.step("flash", "flashing the target")
-        image = [Segment(FLASH_BASE, self._payload(job))]  # checked again: the staged file may have changed
+        image = [Segment(FLASH_BASE, self._payload(job))]
         session = self._target()
         try:
             session.connect()
+            if not job.lkg:
+                job.lkg = self._keep_last_known_good(session, job)
+            started_before, job.flash_started = job.flash_started, True
+            self.store.save(job)
             self.flashing = True
-            session.flash(image, FlashOptions(verify=self.config.target.verify, run=False,
-                                              preserve=[parse_region(r) for r in self.config.target.preserve]))
+            report = session.flash(image, self._flash_options())
         finally:
             session.close()
+        if report.unchanged and not started_before:  # not: an earlier, interrupted attempt wrote it
+            job.unchanged = True
+            self.events.message(f"the chip already holds image {job.md5}: nothing was written")
+
+    def _keep_last_known_good(self, session: TargetSession, job: Job) -> dict[str, Any]:
+        """Before the first byte is written: keep what the chip holds, to roll back to if the new image
+        does not confirm — the recorded image if the chip holds it, else the chip's own flash read back."""
+        record = self.store.installed()
+        md5 = record.get("md5")
+        if md5 and md5 != job.md5 and self.staging.paths(md5)[2].exists():
+            data = verified_payload(self.staging.paths(md5)[2].read_bytes(), None)
+            if session.holds([Segment(FLASH_BASE, data)], self._flash_options()):
+                return {"md5": md5, "version": record.get("version", ""), "from": "record"}
+        data = session.read_image()
+        if data is None or md5_hex(data) == job.md5:
+            if data is None:
+                self.events.message("no last-known-good image: the chip's flash is empty or cannot be read; "
+                                    "a firmware that does not confirm cannot be rolled back", "warning")
+            return {}
+        try:
+            plan_flash([Segment(FLASH_BASE, data)], session.chip, session.flash_size, FlashOptions())
+        except NotedfuError as exc:
+            self.events.message(f"no last-known-good image: what the chip holds is not a bootable image "
+                                f"({exc.message})", "warning")
+            return {}
+        journal = self.staging.stage_bytes(data, source="CHIP")
+        version = firmware_info(data).get("version")
+        self.events.message(f"kept the chip's current image ({version or journal.md5}, {len(data)} bytes) "
+                            "as the last-known-good")
+        return {"md5": journal.md5, "version": version if isinstance(version, str) else "", "from": "chip"}
 
     def _stage_boot(self, job: Job) -> None:
         self.events.step("boot", "starting the new firmware")
@@ -405,24 +516,67 @@ class Updater:
             session.close()
 
     def _stage_confirm(self, job: Job) -> str | None:
-        console = self.config.confirm.console
-        if not console:
+        if job.unchanged:
+            self.events.message("the chip already held this image: nothing new to confirm")
+            return "skipped"
+        if not self.config.confirm.console:
             self.events.message("no console configured: boot confirmation skipped")
             return "skipped"
-        pattern = self.config.confirm.pattern.replace("{version}", re.escape(job.version))
-        self.events.step("confirm", f"waiting for /{pattern}/ on {console}")
-        from notedfu.update.confirm import watch_console
-
-        line = watch_console(console, pattern, self.config.confirm.timeout, self.config.confirm.baud)
+        line, pattern = self._watch_banner(job.version)
         if line is None:
-            raise NotedfuError(f"the new firmware did not print /{pattern}/ within {self.config.confirm.timeout:g} s",
-                               code="E_UNCONFIRMED")
+            raise Unconfirmed(f"the new firmware did not print /{pattern}/ within {self.config.confirm.timeout:g} s")
         self.events.message(f"the new firmware runs: {line!r}")
         self.events.step("confirm", "the new firmware runs", state="done", line=line)
         return None
 
+    def _watch_banner(self, version: str) -> tuple[str | None, str]:
+        """The console line where the firmware ``version`` announces itself, and the pattern watched for."""
+        from notedfu.update.confirm import watch_console
+
+        console = self.config.confirm.console
+        assert console is not None
+        pattern = self.config.confirm.pattern.replace("{version}", re.escape(version) if version else ".*")
+        self.events.step("confirm", f"waiting for /{pattern}/ on {console}")
+        return watch_console(console, pattern, self.config.confirm.timeout, self.config.confirm.baud), pattern
+
+    def _target_lines_wired(self) -> bool:
+        """Whether the agent can take a running board back into its bootloader (BOOT0/NRST wired)."""
+        return bool(self.config.target.reset) and self.config.target.reset != "none"
+
+    def _roll_back(self, job: Job, failure: StageFailed) -> StageFailed:
+        """The new image did not confirm: put the last-known-good back, confirm it, never retry this image."""
+        lkg, name = job.lkg, job.version or job.md5
+        good = lkg.get("version") or lkg["md5"]
+        self.events.message(f"{name} did not confirm: rolling back to {good}", "warning")
+        try:
+            data = verified_payload(self.staging.paths(lkg["md5"])[2].read_bytes(), None)
+            if md5_hex(self.staging.paths(lkg["md5"])[2].read_bytes()) != lkg["md5"]:
+                raise NotedfuError("the last-known-good image changed on disk", code="E_STAGING")
+            session = self._target()
+            try:
+                session.connect()
+                session.flash([Segment(FLASH_BASE, data)], self._flash_options())
+                session.start_application()
+            finally:
+                session.close()
+            line = self._watch_banner(lkg.get("version", ""))[0] if self.config.confirm.console else None
+        except (NotedfuError, OSError) as exc:
+            job.rolled_back = {"md5": lkg["md5"], "version": lkg.get("version", ""), "error": str(exc)}
+            return StageFailed("confirm", Unconfirmed(
+                f"{name} did not confirm, and rolling back to {good} failed: {exc}", permanent=True))
+        job.rolled_back = {"md5": lkg["md5"], "version": lkg.get("version", ""), "confirmed": line is not None}
+        if line is not None:
+            self.events.message(f"the last-known-good firmware runs again: {line!r}")
+        self.store.set_installed(lkg.get("version", ""), lkg["md5"])
+        self.store.reject(job.md5, f"{name} did not confirm and was rolled back to {good}")
+        message = f"{name} did not confirm; rolled back to {good}" + ("" if line is not None or not
+                                                                     self.config.confirm.console
+                                                                     else f" ({good} did not confirm either)")
+        return StageFailed("confirm", Unconfirmed(message, permanent=True))
+
     def _stage_report(self, job: Job) -> str | None:
         self.store.set_installed(job.version, job.md5)
+        self.staging.prune(keep={job.md5})  # the image the chip now holds: the next update's last-known-good
         result: str | None = None
         if self.client is None:
             self.events.message("no Notecard configured: nothing reported to Notehub")
@@ -432,14 +586,15 @@ class Updater:
             try:
                 self.downloader.mode.repair()  # if exit_dfu could not hand the card back, now it can
                 if job.source == "NOTECARD":
-                    self._report_stop(job, ok=True, text=f"firmware {job.version or job.md5} installed")
+                    done = "already running" if job.unchanged else "installed"
+                    self._report_stop(job, ok=True, text=f"firmware {job.version or job.md5} {done}")
                 if job.version:
                     self.client.request({"req": "dfu.status", "name": "user", "version": job.version})
             except NotedfuError as exc:
                 if job.source == "NOTECARD":
                     raise  # Notehub must hear of it: the job stays open and the next run reports
                 self.events.message(f"could not report the local install to Notehub: {exc}", "warning")
-        job.state = "success"
+        job.state = "up_to_date" if job.unchanged else "success"
         return result
 
     # ------------------------------------------------------------ endings
@@ -498,7 +653,7 @@ class Updater:
 
     def _fail(self, job: Job, failure: StageFailed) -> Outcome:
         """A permanent failure (or the retry budget spent): the job ends and Notehub hears, once."""
-        job.state = "unconfirmed" if failure.code == "E_UNCONFIRMED" else "fail"
+        job.state = "unconfirmed" if failure.code == "E_UNCONFIRMED" and not job.rolled_back else "fail"
         message = failure.message
         if not failure.permanent:
             message += f" (gave up after {job.attempts} attempts)"

@@ -12,8 +12,9 @@ skipped``, errors with a stable ``code`` and a ``message``.
 Files under the state directory: ``jobs/<id>.json`` (every job),
 ``jobs/current`` (the id of the job in progress), ``installed.json`` (the
 version the target runs, as last confirmed), ``pending.json`` (the image that
-waits for approval under the manual policy) and ``approved/<md5>`` (an
-approval: it names the one image it lets through).
+waits for approval under the manual policy), ``approved/<md5>`` (an
+approval: it names the one image it lets through) and ``rejected/<md5>`` (an
+image that was rolled back: not installed again on its own).
 """
 
 from __future__ import annotations
@@ -59,6 +60,10 @@ class Job:
     error: dict[str, str] = field(default_factory=dict)
     attempts: int = 0
     retry_at: float = 0.0  # after a transient failure: not before this (Unix time)
+    unchanged: bool = False  # the chip already held the image: nothing was written
+    flash_started: bool = False  # an attempt began writing the target (a later one may find it all there)
+    lkg: dict[str, Any] = field(default_factory=dict)  # the last-known-good image (md5, version), kept before flashing
+    rolled_back: dict[str, Any] = field(default_factory=dict)  # what the chip was rolled back to, and whether it confirmed
     created: float = field(default_factory=time.time)
     updated: float = field(default_factory=time.time)
 
@@ -92,6 +97,7 @@ class JobStore:
         self.installed_path = Path(root) / "installed.json"
         self.pending_path = Path(root) / "pending.json"
         self.approved_dir = Path(root) / "approved"
+        self.rejected_dir = Path(root) / "rejected"
 
     def save(self, job: Job) -> None:
         """Write the job durably and make it current unless it is over."""
@@ -132,6 +138,20 @@ class JobStore:
     def set_installed(self, version: str, md5: str) -> None:
         """Record what the target now runs."""
         write_json_atomic(self.installed_path, {"version": version, "md5": md5, "time": time.time()})
+
+    def forget_installed(self) -> None:
+        """The chip does not hold what the record says (a board swapped, reflashed by hand): drop the record."""
+        self.installed_path.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------ rolled-back images
+    def reject(self, md5: str, reason: str) -> None:
+        """Never install this image again on its own (it was rolled back)."""
+        self.rejected_dir.mkdir(exist_ok=True)
+        write_json_atomic(self.rejected_dir / md5, {"md5": md5, "reason": reason, "time": time.time()})
+
+    def rejected(self, md5: str) -> dict[str, Any]:
+        """Why this image was rejected, or ``{}``."""
+        return read_json(self.rejected_dir / md5) or {} if _MD5.match(md5) else {}
 
     # ------------------------------------------------------------ manual policy
     def pending(self) -> dict[str, Any]:
