@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-from notedfu import __version__, demo
+from notedfu import __version__, demo, stopping
 from notedfu.errors import ExitCode, Interrupted, NotedfuError, UsageError
 from notedfu.events import Events, RichProgress, json_lines_sink
 from notedfu.target import cli as target_cli
@@ -348,9 +348,7 @@ def cmd_sim_notecard(args: argparse.Namespace) -> int:
     server = card_server(card)
     print(server.path, flush=True)
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:  # SIGINT/SIGTERM: the normal way to stop a simulator
-        pass
+        server.serve_forever(until_signal=True)  # SIGINT/SIGTERM: the normal way to stop a simulator
     finally:
         server.stop()
         # what the host told the card, for rigs and demos to check after the fact
@@ -375,15 +373,11 @@ def cmd_bench_flash(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------ entry point
-def _raise_interrupted(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, _raise_interrupted)  # SIGTERM unwinds like Ctrl-C: finally blocks run
+    stopping.install()  # SIGINT/SIGTERM only set a flag: the work stops where it is safe (notedfu.stopping)
     try:
         return int(args.run(args))
     except KeyboardInterrupt:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from notedfu.config import Config
-from notedfu.errors import ExitCode, UsageError
+from notedfu.errors import ExitCode, Interrupted, UsageError
 from notedfu.events import STEPS, Events, LogSink, RichProgress, json_lines_sink
 from notedfu.sim.rig import BANNER, FIRMWARE_DIR, RigSetup, SimulatedRig, demo_image
 from notedfu.sim.timing import PROFILES
@@ -120,7 +120,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             why = "--no-qemu" if args.no_qemu else f"qemu-system-arm is not installed ({QEMU_HINT} to see it boot)"
             events.message(f"the boot check is skipped: {why}", "warning")
         outcome = Updater(_config(rig, console, workdir), events).run()
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Interrupted):
         interrupted = True
     finally:
         close()

@@ -222,7 +222,7 @@ def test_sigterm_during_the_flash_finishes_the_flash_first(daemon, rig):
     assert r.flash_file.read_bytes().startswith(r.offered)  # the whole image, not half of it
     job = JobStore(r.state).current()
     assert job.stages["flash"].state == "done" and job.stages["boot"].state == "pending"
-    assert "finishing the flash first" in d.output()
+    assert "the flash was finished first" in d.output()
     again = daemon(r)
     again.wait(lambda: r.card.host_version == "1.1.0")
 

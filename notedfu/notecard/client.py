@@ -24,6 +24,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from notedfu import stopping
 from notedfu.checksums import md5_hex
 from notedfu.cobs import CobsError, cobs_decode, cobs_encode
 from notedfu.errors import BadResponseError, CardError, IntegrityError, LinkError
@@ -122,8 +123,9 @@ class CardClient:
         wire = encode_request(req, seq)
         why = ""
         for attempt in range(tries):
+            stopping.check()
             if attempt:
-                time.sleep(self.retry_pause)
+                stopping.sleep(self.retry_pause)
             try:
                 if self._resync_first:
                     self.resync()

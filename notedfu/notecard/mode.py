@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from notedfu import stopping
 from notedfu.errors import BadResponseError, NotedfuError, NotReadyError
 from notedfu.events import Events
 from notedfu.notecard.client import CardClient, CardRequestError
@@ -69,7 +70,7 @@ class CardMode:
                     raise
             if time.monotonic() > deadline:
                 raise NotReadyError(f"DFU mode did not become active within {timeout:g} s", code="E_DFU_NOT_READY")
-            time.sleep(poll)
+            stopping.sleep(poll)
 
     def hand_back(self, saved: str | None) -> str:
         """Restore ``saved`` (or leave DFU mode); return the mode the card is in.
@@ -77,6 +78,10 @@ class CardMode:
         Never raises: if the card cannot be reached, ``card-mode.json`` stays
         and :meth:`repair` finishes the job later; ``"dfu"`` is returned.
         """
+        with stopping.shielded():  # a stop asked for meanwhile waits until the card is back
+            return self._hand_back(saved)
+
+    def _hand_back(self, saved: str | None) -> str:
         problem = ""
         for _ in range(2):
             try:
@@ -101,6 +106,10 @@ class CardMode:
         saved = self.staging.saved_card_mode()
         if saved is None:
             return None
+        with stopping.shielded():
+            return self._repair(saved)
+
+    def _repair(self, saved: str) -> str:
         if self.current() == "dfu":
             self.events.message(f"the Notecard was left in DFU mode by an interrupted run: restoring '{saved}'",
                                 "warning")

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from notedfu import stopping
 from notedfu.checksums import crc32, md5_hex
 from notedfu.errors import BadResponseError, CardError, IntegrityError, LinkError, NotedfuError, UsageError
 from notedfu.events import Events
@@ -166,7 +167,7 @@ class Sideloader:
             if time.monotonic() > deadline:
                 raise CardError(f"the Notecard was still writing after {self.options.pending_timeout:g} s",
                                 code="E_CARD_ERROR")
-            time.sleep(self.options.pending_poll)
+            stopping.sleep(self.options.pending_poll)
             rsp = self.client.request({"req": "dfu.put"})
 
     # ------------------------------------------------------------ after

@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from notedfu import stopping
 from notedfu.errors import LinkError
 
 SEGMENT_LENGTH = 250  # note-c CARD_REQUEST_SERIAL_SEGMENT_MAX_LEN / CARD_REQUEST_I2C_SEGMENT_MAX_LEN
@@ -102,6 +103,7 @@ class _LineBuffer:
         """One newline-terminated line: the first byte by ``deadline``, the rest without a 1 s stall."""
         last_byte = time.monotonic()
         while (line := self._take_line()) is None:
+            stopping.check()
             data = self._read_some()
             now = time.monotonic()
             if data:

@@ -21,6 +21,8 @@ import time
 import tty
 from typing import TYPE_CHECKING, Callable, Protocol
 
+from notedfu import stopping
+
 if TYPE_CHECKING:
     from notedfu.sim.notecard import NotecardSim
 
@@ -80,9 +82,10 @@ class PtyServer:
             except OSError:
                 pass
 
-    def serve_forever(self) -> None:
-        """Move bytes until ``stop`` is called."""
-        while not self._stop.is_set():
+    def serve_forever(self, until_signal: bool = False) -> None:
+        """Move bytes until ``stop`` is called (or, with ``until_signal``, SIGINT/SIGTERM: a simulator
+        in a process of its own; one serving an agent in-process must outlive the agent's hand-back)."""
+        while not self._stop.is_set() and not (until_signal and stopping.requested()):
             now = time.monotonic()
             wait = 0.2
             if self._unsent:

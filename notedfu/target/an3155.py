@@ -255,11 +255,31 @@ class Bootloader:
                 reply = b""
             if reply in (bytes([ACK]), bytes([NACK])):
                 return
-            if self._fill_frame(FRAME_MAX if attempt == 0 else len(FILLER)):
-                time.sleep(0.05)  # let the rest of the filler be NACKed, then start clean
+            if self._fill_frame(FRAME_MAX if attempt == 0 else len(FILLER)) and self._realign():
+                return
         raise TargetError(f"no answer to the bootloader sync (0x7F) after {attempts} tries: is BOOT0 high and "
                           "the target reset, the wiring TX↔RX, the port 8E1 (not the Pi's mini UART)?",
                           code="E_TARGET_NO_SYNC")
+
+    def _realign(self) -> bool:
+        """After filler: the bootloader takes commands as byte pairs (code, complement) and NACKs a bad pair,
+        so the filler's tail may leave it holding the first byte of a pair. Let the NACKs die down, then send
+        single 0xFF bytes until one is NACKed: from then on it holds nothing."""
+        quiet_until = time.monotonic() + 2.0
+        while time.monotonic() < quiet_until:
+            time.sleep(0.03)
+            waiting = getattr(self.port, "in_waiting", 0)
+            if not waiting:
+                break
+            self.port.read(waiting)
+        for _ in range(2):
+            self._write(b"\xff")
+            try:
+                if self._read(1, 0.1, "realign") == bytes([NACK]):
+                    return True
+            except TargetError:
+                continue
+        return False
 
     def _fill_frame(self, limit: int) -> bool:
         """Send up to ``limit`` bytes of 0xFF until the bootloader answers a frame it was waiting for.

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from notedfu.errors import ExitCode, UsageError
+from notedfu.errors import ExitCode, Interrupted, UsageError
 from notedfu.specs import parse_region
 
 
@@ -151,9 +151,15 @@ def cmd_flash(args: argparse.Namespace) -> int:
                 session.connect()
                 if args.readout_unprotect or args.write_unprotect:
                     session.unprotect(args.readout_unprotect, args.write_unprotect)
-                report = session.flash(segments, FlashOptions(
-                    verify=args.verify, retries=args.retries, preserve=args.preserve,
-                    allow_offset=args.allow_offset, check_vectors=not args.no_vector_check, run=not args.no_run))
+                try:
+                    report = session.flash(segments, FlashOptions(
+                        verify=args.verify, retries=args.retries, preserve=args.preserve,
+                        allow_offset=args.allow_offset, check_vectors=not args.no_vector_check,
+                        run=not args.no_run, interruptible=True))
+                except Interrupted as exc:
+                    raise Interrupted(f"{exc.message} in the middle of the flash: the chip's vector table is "
+                                      "erased, so it will not boot until it is flashed again — run the same "
+                                      "`notedfu flash` again (the bootloader still answers)") from exc
                 summary = {"chip": session.describe()["chip"], **vars(report)}
             finally:
                 session.close()
@@ -209,9 +215,7 @@ def cmd_sim_stm32(args: argparse.Namespace) -> int:
         gpio = SimGpioChip(chip, args.gpio)
     print(server.path, flush=True)
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+        server.serve_forever(until_signal=True)
     finally:
         server.stop()
         if gpio is not None:

@@ -29,6 +29,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Callable
 
+from notedfu import stopping
 from notedfu.events import Events
 from notedfu.target.an3155 import MAX_BLOCK, Bootloader, BootloaderInfo, Cmd, TargetError, stm32_crc
 from notedfu.target.chips import Chip
@@ -89,6 +90,7 @@ class FlashOptions:
     check_vectors: bool = True  # refuse images whose vector table cannot boot
     skip_erased: bool = True
     compare: bool = True  # look at what the chip holds first; write only if something differs
+    interruptible: bool = False  # SIGINT/SIGTERM stop the flash between blocks (`notedfu flash`; not the agent)
     run: bool = True
 
 
@@ -341,6 +343,8 @@ class Flasher:
             rest = [(address + head, data[head:])] if len(data) > head else []
             blocks = rest + blocks[1:] + [(address, data[:head])]
         for address, data in blocks:
+            if self.options.interruptible:
+                stopping.check()
             self.bl.write_memory(address, data)
             self.report.blocks_written += 1
             self.report.bytes_written += len(data)

@@ -16,6 +16,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 QEMU = "qemu-system-arm"
 MACHINE = "stm32vldiscovery"
@@ -28,6 +29,7 @@ class BootResult:
     matched: bool
     output: str
     seconds: float
+    ended: bool = False  # QEMU exited by itself before the pattern or the timeout (killed, crashed)
 
 
 def qemu_available() -> bool:
@@ -35,30 +37,36 @@ def qemu_available() -> bool:
     return shutil.which(QEMU) is not None
 
 
-def boot(flash_image: str | Path, pattern: str, timeout: float = 10.0, machine: str = MACHINE) -> BootResult:
-    """Boot ``flash_image`` (loaded at the flash base) until ``pattern`` (a regex) appears on the console."""
+def boot(flash_image: str | Path, pattern: str, timeout: float = 10.0, machine: str = MACHINE,
+         should_stop: Callable[[], bool] = lambda: False) -> BootResult:
+    """Boot ``flash_image`` (loaded at the flash base) until ``pattern`` (a regex) appears on the console,
+    ``timeout`` passes, or ``should_stop()`` says so. QEMU runs in its own session: a Ctrl-C meant for
+    notedfu does not kill it behind notedfu's back."""
     argv = [QEMU, "-M", machine, "-nographic", "-monitor", "none", "-serial", "stdio",
             "-kernel", str(flash_image)]
     started = time.monotonic()
-    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                               start_new_session=True)
     assert process.stdout is not None
     regex = re.compile(pattern)
     output = b""
     selector = selectors.DefaultSelector()
     selector.register(process.stdout, selectors.EVENT_READ)
     try:
-        while (left := timeout - (time.monotonic() - started)) > 0:
-            if not selector.select(left):
-                break
+        ended = False
+        while (left := timeout - (time.monotonic() - started)) > 0 and not should_stop():
+            if not selector.select(min(left, 0.2)):
+                continue
             chunk = os.read(process.stdout.fileno(), 4096)
             if not chunk:
+                ended = True
                 break
             output += chunk
             text = output.decode(errors="replace")
             if (match := regex.search(text)) and "\n" in text[match.end():]:  # the whole line, for the log
                 return BootResult(True, text, time.monotonic() - started)
         text = output.decode(errors="replace")
-        return BootResult(regex.search(text) is not None, text, time.monotonic() - started)
+        return BootResult(regex.search(text) is not None, text, time.monotonic() - started, ended)
     finally:
         selector.close()
         process.kill()

@@ -21,6 +21,7 @@ from typing import Any
 
 from filelock import Timeout
 
+from notedfu import stopping
 from notedfu.checksums import md5_hex
 from notedfu.config import Config
 from notedfu.errors import ExitCode, Interrupted, NotedfuError, NotReadyError
@@ -128,7 +129,6 @@ class Updater:
         self.job: Job | None = None  # the job being processed, for status answers
         self.cancel_requested = threading.Event()
         self.flashing = False  # the flash has begun: too late to cancel
-        self.stop_requested = threading.Event()  # stop at the next stage boundary (SIGTERM during a flash)
         self.continuing = False  # this run continues a job an earlier run left unfinished
         self._download_step = ""  # the downloader's latest step: which stage a download failure belongs to
         self.events.sinks.append(self._watch)
@@ -306,8 +306,9 @@ class Updater:
                     "(set policy.allow_downgrade to install it)", code="E_DOWNGRADE", permanent=True))
             stage = job.next_stage()
             while stage is not None:
-                if self.stop_requested.is_set():
-                    raise Interrupted(f"stopped before stage {stage}; the next start continues job {job.id}")
+                if stopping.requested():
+                    raise Interrupted(f"stopped by {stopping.reason()} before stage {stage}; the next start "
+                                      f"continues job {job.id}")
                 self._stage(job, stage)
                 stage = job.next_stage()
         except StageFailed as failure:
@@ -338,6 +339,12 @@ class Updater:
             self.store.save(job)
             self.events.status("RUN", job=job.id, stage=name)
             result = getattr(self, f"_stage_{name}")(job)
+        except Interrupted:
+            # Not a failure of the stage: it starts again, from where its own journal says, next time.
+            name = self._blame(job, name)
+            job.stages[name].state = "pending"
+            self.store.save(job)
+            raise
         except NotedfuError as exc:
             name = self._blame(job, name)
             stage = job.stages[name]
@@ -466,6 +473,8 @@ class Updater:
             report = session.flash(image, self._flash_options())
         finally:
             session.close()
+        if stopping.requested():
+            self.events.message(f"{stopping.reason()} came during the flash: the flash was finished first", "warning")
         if report.unchanged and not started_before:  # not: an earlier, interrupted attempt wrote it
             job.unchanged = True
             self.events.message(f"the chip already holds image {job.md5}: nothing was written")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -157,16 +156,6 @@ def cmd_update(args: argparse.Namespace) -> int:
             raise UsageError(f"cannot read {args.image}: {exc.strerror}", code="E_IMAGE_FILE") from exc
     events, close = _events(args, config, log=False)
     updater = Updater(config, events, force=args.force, retry_now=True)
-
-    def on_signal(signum: int, frame: Any) -> None:
-        if updater.flashing:  # an interrupted flash leaves no firmware: finish it, stop at the next stage
-            updater.stop_requested.set()
-            events.message("stop requested: finishing the flash first", "warning")
-            return
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     try:
         outcome = updater.run(local)
     finally:

@@ -12,6 +12,7 @@ import time
 
 import serial
 
+from notedfu import stopping
 from notedfu.errors import LinkError, UsageError
 from notedfu.specs import int_option, split_options
 from notedfu.target.qemu import boot, qemu_available
@@ -24,7 +25,12 @@ def watch_console(console: str, pattern: str, timeout: float, baud: int = 115200
         if not qemu_available():
             raise UsageError("the console is QEMU, but qemu-system-arm is not installed "
                              "(sudo apt-get install qemu-system-arm)", code="E_NO_QEMU")
-        return line_matching(boot(console[5:], pattern, timeout).output, regex)
+        result = boot(console[5:], pattern, timeout, should_stop=stopping.requested)
+        stopping.check()  # stopped while watching: the next run watches again, nothing is decided now
+        if result.ended and not result.matched:
+            raise LinkError(f"the console ended after {result.seconds:.1f} s: QEMU exited "
+                            f"({result.output.strip()[-200:] or 'no output'})", code="E_CONSOLE_LOST")
+        return line_matching(result.output, regex)
     device, options = split_options(console)
     try:
         port = serial.serial_for_url(device, baudrate=int_option(options, "baud", console) or baud, timeout=0.2)
@@ -34,7 +40,12 @@ def watch_console(console: str, pattern: str, timeout: float, baud: int = 115200
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
-            seen = (seen + port.read(max(1, port.in_waiting)))[-4096:]
+            stopping.check()
+            try:
+                seen = (seen + port.read(max(1, port.in_waiting)))[-4096:]
+            except (serial.SerialException, OSError) as exc:  # unplugged, or the adapter reset
+                raise LinkError(f"the console {console!r} went away while watching it: {exc}",
+                                code="E_CONSOLE_LOST") from exc
             text = seen.decode(errors="replace")
             if (match := regex.search(text)) and "\n" in text[match.end():]:  # the whole line, for the log
                 return line_matching(text, regex)

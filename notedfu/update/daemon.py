@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import dataclasses
 import queue
-import signal
 import threading
 from pathlib import Path
 from typing import Any
 
 from filelock import Timeout
 
+from notedfu import stopping
 from notedfu.checksums import md5_hex
 from notedfu.config import Config
 from notedfu.errors import ExitCode, Interrupted, NotedfuError
@@ -46,7 +46,6 @@ class Daemon:
         self._queued: LocalImage | None = None
         self._installing: LocalImage | None = None  # taken from the queue, its job not yet started
         self._wake = threading.Event()
-        self._stopping = False
         self._subscribers: set[queue.Queue] = set()
         self.last: Outcome | None = None
         events.sinks.insert(0, self._fan_out)
@@ -60,21 +59,18 @@ class Daemon:
         except Timeout:
             raise NotedfuError(f"another notedfu is using {self.updater.staging.root}", code="E_BUSY") from None
         server = None
-        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
             server = ControlServer(self.config.agent.socket, self).start()
             self.events.message(f"notedfu daemon listening on {server.path}, polling every "
                                 f"{self.config.agent.poll_interval:g} s")
             self.notifier.notify(ready=1, status="idle")
-            while not self._stopping:
+            while not stopping.requested():
                 self._cycle()
                 self._sleep(self.config.agent.poll_interval)
         except Interrupted:
             pass
         finally:
             self.notifier.notify(stopping=1, status="stopping")
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
             if server is not None:
                 server.stop()
             for subscriber in list(self._subscribers):
@@ -91,8 +87,6 @@ class Daemon:
             self.last = self.updater.run(local)
         except Interrupted:
             raise
-        except KeyboardInterrupt:
-            raise Interrupted("stopped by signal") from None
         except NotedfuError as exc:  # the card unplugged, a bad answer: log it, try again next poll
             self.events.message(f"update cycle failed: {exc}", "error")
             self.last = Outcome("error", None, str(exc))
@@ -105,24 +99,13 @@ class Daemon:
         """Wait for the next poll, a request, or a signal, pinging the watchdog meanwhile."""
         step = min(seconds, self.notifier.watchdog_interval or seconds)
         remaining = seconds
-        while remaining > 0 and not self._stopping:
+        while remaining > 0 and not stopping.requested():
             self.notifier.ping()
-            if self._wake.wait(min(step, remaining)):
+            # Short slices: a signal only sets a flag (notedfu.stopping), nothing wakes this wait.
+            if self._wake.wait(min(step, remaining, 0.2)):
                 self._wake.clear()
                 return
-            remaining -= step
-
-    def _on_signal(self, signum: int, frame: Any) -> None:
-        self._stopping = True
-        self._wake.set()
-        self.updater.stop_requested.set()
-        if self.updater.job is not None and self.updater.flashing:
-            self.events.message("stop requested: finishing the flash first", "warning")
-            return
-        if self.updater.job is not None or self.updater.client is not None:
-            # KeyboardInterrupt, not a NotedfuError: it unwinds through every `finally` (the card is
-            # handed back) and no `except NotedfuError` mistakes it for a failed stage.
-            raise KeyboardInterrupt
+            remaining -= min(step, remaining, 0.2)
 
     # ------------------------------------------------------------ events
     def _fan_out(self, event: dict[str, Any]) -> None:
