@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from notedfu import __version__, demo, stopping
-from notedfu.errors import ExitCode, Interrupted, NotedfuError, UsageError
+from notedfu.errors import Busy, ExitCode, Interrupted, NotedfuError, UsageError
 from notedfu.events import Events, RichProgress, json_lines_sink
 from notedfu.target import cli as target_cli
+from notedfu.target.cli import positive, seconds
 from notedfu.update import cli as update_cli
 
 
@@ -29,8 +30,8 @@ def _add_notecard_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--notecard", metavar="SPEC",
                        help="serial device (/dev/ttyACM0, /dev/serial0?baud=9600), i2c:/dev/i2c-1, "
                             "or sim://notecard?… (default: $NOTEDFU_NOTECARD)")
-    group.add_argument("--baud", type=int, help="serial baud rate (default 9600; ignored by USB)")
-    group.add_argument("--timeout", type=float, default=30.0, metavar="S",
+    group.add_argument("--baud", type=positive, help="serial baud rate (default 9600; ignored by USB)")
+    group.add_argument("--timeout", type=seconds, default=30.0, metavar="S",
                        help="seconds to wait for each Notecard answer (default 30)")
     group.add_argument("--state-dir", type=Path, metavar="DIR",
                        help="where images are staged (default $NOTEDFU_STATE_DIR, /var/lib/notedfu "
@@ -55,12 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_notecard_options(fetch)
     fetch.add_argument("-o", "--output", type=Path, metavar="FILE", help="also copy the verified image here")
     fetch.add_argument("--json", action="store_true", help="JSON-lines events on stdout")
-    fetch.add_argument("--chunk", type=int, metavar="N",
+    fetch.add_argument("--chunk", type=positive, metavar="N",
                        help="ask for at most N bytes per dfu.get (default: what this card is known to take, "
                             "4096 at first; larger sizes are tried once in binary mode)")
-    fetch.add_argument("--ready-timeout", type=float, default=120.0, metavar="S",
+    fetch.add_argument("--ready-timeout", type=seconds, default=120.0, metavar="S",
                        help="how long DFU mode may take to become active (default 120)")
-    fetch.add_argument("--renew", type=float, default=600.0, metavar="S",
+    fetch.add_argument("--renew", type=seconds, default=600.0, metavar="S",
                        help="re-send hub.set dfu this often during long transfers (default 600)")
     fetch.add_argument("--base64", action="store_true", help="do not use the binary mode even if offered")
     fetch.set_defaults(run=cmd_fetch)
@@ -71,11 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_notecard_options(sideload)
     sideload.add_argument("--json", action="store_true", help="JSON-lines events on stdout")
     sideload.add_argument("--base64", action="store_true", help="do not use the binary mode even if offered")
-    sideload.add_argument("--chunk", type=int, metavar="N", help="at most N bytes per dfu.put "
+    sideload.add_argument("--chunk", type=positive, metavar="N", help="at most N bytes per dfu.put "
                                                                 "(default: what the card asks for)")
     sideload.add_argument("--no-set-time", action="store_true",
                           help="fail instead of giving a card that has no time the host's clock")
-    sideload.add_argument("--ready-timeout", type=float, default=120.0, metavar="S",
+    sideload.add_argument("--ready-timeout", type=seconds, default=120.0, metavar="S",
                           help="how long DFU mode may take to become active (default 120)")
     sideload.set_defaults(run=cmd_sideload)
 
@@ -101,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     card.add_argument("--download", type=float, metavar="S", help="seconds the card spends downloading first")
     card.add_argument("--ready-delay", type=float, metavar="S", help="DFU mode becomes active after this long")
     card.add_argument("--dfu-timeout", type=float, metavar="S", help="DFU mode ends after this long (default 900)")
-    card.add_argument("--max-chunk", type=int, metavar="N", help="largest dfu.get length served (default 8192)")
+    card.add_argument("--max-chunk", type=positive, metavar="N", help="largest dfu.get length served (default 8192)")
     card.add_argument("--refusal", choices=("tagged", "untagged", "incomplete", "io", "cutoff"),
                       help="how a longer dfu.get is refused (default tagged: {dfu-dl-chunk-length})")
     card.add_argument("--firmware", choices=("base64", "binary-store", "current"),
@@ -125,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("--profile", action="append", metavar="NAME",
                           help="profile(s) to run (default uart9600, aux115200, usb, i2c100k, i2c400k; "
                                "also slowcard)")
-    download.add_argument("--size", type=int, metavar="BYTES", help="image size for every profile")
+    download.add_argument("--size", type=positive, metavar="BYTES", help="image size for every profile")
     download.add_argument("--no-peer", action="store_true", help="skip the stock note-python run")
     download.add_argument("--pacing", choices=("blues", "docs"), default="blues",
                           help="our I2C pacing: note-c's (default) or the documented minimum")
@@ -133,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     download.set_defaults(run=cmd_bench_download)
     flash = bench_sub.add_parser("flash", help="flash + verify speed: ours vs the lower bound vs stm32flash, "
                                                "stm32loader")
-    flash.add_argument("--size", type=int, default=128 * 1024, metavar="BYTES", help="image size (default 128 KiB)")
+    flash.add_argument("--size", type=positive, default=128 * 1024, metavar="BYTES", help="image size (default 128 KiB)")
     flash.add_argument("--no-peer", action="store_true", help="skip stm32flash and stm32loader")
     flash.add_argument("--json", action="store_true", help="print the results as JSON")
     flash.set_defaults(run=cmd_bench_flash)
@@ -150,9 +151,22 @@ def events_for(args: argparse.Namespace, source: str = "NOTECARD") -> tuple[Even
     return Events(progress, source=source), progress.close
 
 
+def _check_notecard(args: argparse.Namespace) -> None:
+    """Check before touching: the Notecard spec's form and options."""
+    from notedfu.notecard.link import ENV_SPEC
+    from notedfu.preflight import Problems, notecard_spec
+
+    spec = args.notecard or os.environ.get(ENV_SPEC)
+    if spec:
+        problems = Problems("E_BAD_SPEC")
+        problems.guard("--notecard", notecard_spec, spec)
+        problems.raise_if_any()
+
+
 def _open(args: argparse.Namespace):
     from notedfu.notecard.link import open_notecard
 
+    _check_notecard(args)
     return open_notecard(args.notecard, baud=args.baud, timeout=args.timeout)
 
 
@@ -163,19 +177,36 @@ def _staging(args: argparse.Namespace):
 
 
 def write_atomic(dest: Path, content: Path | bytes) -> None:
-    """Replace ``dest`` with a file's copy or with bytes, so that readers see the old or the new file."""
+    """Replace ``dest`` with a file's copy or with bytes, so that readers see the old or the new file.
+
+    The file gets the mode a plain ``open()`` would give it (the umask's), or keeps the mode of the file
+    it replaces; it is fsynced before the rename and the directory after it.
+    """
+    from notedfu.notecard.staging import fsync_dir
+
     dest = dest.resolve()
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    os.close(fd)
     try:
-        if isinstance(content, bytes):
-            Path(tmp).write_bytes(content)
-        else:
-            shutil.copyfile(content, tmp)
+        mode = dest.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as stream:
+            if isinstance(content, bytes):
+                stream.write(content)
+            else:
+                with open(content, "rb") as source:
+                    shutil.copyfileobj(source, stream)
+            stream.flush()
+            os.fchmod(stream.fileno(), mode)
+            os.fsync(stream.fileno())
         os.replace(tmp, dest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_dir(dest.parent)
 
 
 # ------------------------------------------------------------------ commands
@@ -241,6 +272,13 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
     from notedfu.notecard.dfu import Downloader, FetchOptions
 
+    if args.output:  # found now, not after the whole download
+        from notedfu.preflight import Problems, writable_file
+
+        problems = Problems("E_USAGE")
+        problems.guard("-o", writable_file, args.output)
+        problems.raise_if_any()
+    _check_notecard(args)
     events, close = events_for(args)
     staging = _staging(args)
     options = FetchOptions(chunk=args.chunk, ready_timeout=args.ready_timeout, renew_seconds=args.renew,
@@ -251,7 +289,13 @@ def cmd_fetch(args: argparse.Namespace) -> int:
             downloader = Downloader(_open(args), staging, events, options)
             result = downloader.fetch()
     except Timeout:
-        raise NotedfuError(f"another notedfu is using {staging.root}", code="E_BUSY") from None
+        raise Busy(f"another notedfu is using {staging.root}") from None
+    except NotedfuError as exc:
+        kept = [j for j in staging.journals() if not j.complete and j.verified]
+        if kept and not exc.permanent:
+            exc.message += (f" — the {kept[0].verified} verified bytes are kept: `notedfu fetch` again continues "
+                            "from there")
+        raise
     finally:
         close()
     if args.output:
@@ -279,12 +323,11 @@ def cmd_sideload(args: argparse.Namespace) -> int:
 
     from notedfu.notecard.sideload import SideloadOptions, Sideloader
 
-    try:
-        image = args.image.read_bytes()
-    except OSError as exc:
-        raise UsageError(f"cannot read {args.image}: {exc.strerror}", code="E_IMAGE_FILE") from exc
-    if args.chunk is not None and args.chunk < 1:
-        raise UsageError("--chunk must be at least 1")
+    from notedfu.notecard.dfu import MAX_IMAGE_BYTES
+    from notedfu.target.image import read_limited
+
+    image = read_limited(args.image, MAX_IMAGE_BYTES)  # stat first: a huge file is refused unread
+    _check_notecard(args)
     events, close = events_for(args, source="LOCAL")
     staging = _staging(args)
     options = SideloadOptions(binary=False if args.base64 else None, chunk=args.chunk,
@@ -294,7 +337,7 @@ def cmd_sideload(args: argparse.Namespace) -> int:
             events.status("START")
             result = Sideloader(_open(args), staging, events, options).sideload(image, args.image.name)
     except Timeout:
-        raise NotedfuError(f"another notedfu is using {staging.root}", code="E_BUSY") from None
+        raise Busy(f"another notedfu is using {staging.root}") from None
     finally:
         close()
     summary = {"image": str(args.image), "length": result.length, "md5": result.md5, "crc32": result.crc32,

@@ -32,7 +32,7 @@ Example (``/etc/notedfu/notedfu.toml``)::
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +143,26 @@ def _check(section: str, key: str, value: Any, default: Any) -> Any:
     return value
 
 
+def _default(part: Any, name: str) -> Any:
+    spec = next(f for f in fields(part) if f.name == name)
+    return spec.default_factory() if spec.default_factory is not MISSING else spec.default  # type: ignore[misc]
+
+
+def validate(config: Config) -> None:
+    """Check every value again — command-line overrides get the same checks as the file's keys."""
+    for section in fields(Config):
+        part = getattr(config, section.name)
+        for item in fields(part):
+            value = getattr(part, item.name)
+            if value is not None:
+                setattr(part, item.name, _check(section.name, item.name, value, _default(part, item.name)))
+    for region in config.target.preserve:
+        try:
+            parse_region(region)
+        except ValueError as exc:
+            raise ConfigError(f"config key target.preserve: {exc}") from None
+
+
 def parse_config(data: dict[str, Any]) -> Config:
     """Validate a parsed TOML document."""
     config = Config()
@@ -177,9 +197,11 @@ def load_config(path: str | Path | None) -> Config:
             return Config()
         path = DEFAULT_PATH
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config {path}: not UTF-8 text (byte {exc.start}); TOML files are UTF-8") from exc
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

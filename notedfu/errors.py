@@ -99,6 +99,13 @@ class CardError(NotedfuError):
     exit_code = ExitCode.CARD
 
 
+class Busy(NotedfuError):
+    """Another program holds what this one needs: a port, or the state directory."""
+
+    code = "E_BUSY"
+    exit_code = ExitCode.LINK
+
+
 class Interrupted(NotedfuError):
     """The user or the service manager asked us to stop."""
 

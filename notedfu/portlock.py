@@ -25,16 +25,13 @@ import tempfile
 import urllib.parse
 from pathlib import Path
 
-from notedfu.errors import ExitCode, NotedfuError
+from notedfu.errors import Busy, NotedfuError
 
 ENV_LOCK_DIR = "NOTEDFU_LOCK_DIR"
 
 
-class PortBusy(NotedfuError):
+class PortBusy(Busy):
     """Another process holds the port."""
-
-    code = "E_BUSY"
-    exit_code = ExitCode.LINK
 
 
 def lock_dir() -> Path:

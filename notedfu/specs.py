@@ -15,6 +15,14 @@ def split_options(spec: str) -> tuple[str, dict[str, list[str]]]:
     return device, urllib.parse.parse_qs(query)
 
 
+def check_option_names(opts: dict[str, object], known: frozenset[str] | set[str], what: str) -> None:
+    """``ValueError`` for an option nobody reads: ``?buad=9600`` must not pass for nothing."""
+    unknown = sorted(set(opts) - set(known))
+    if unknown:
+        raise ValueError(f"unknown {what} option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} "
+                         f"(known: {', '.join(sorted(known)) or 'none'})")
+
+
 def int_option(options: dict[str, list[str]], key: str, spec: str) -> int | None:
     """An integer option (decimal or 0x hex), ``None`` if absent; ``UsageError`` if malformed."""
     if key not in options:

@@ -197,7 +197,7 @@ def test_second_fetch_on_the_same_state_dir_is_refused_as_busy(pty_card, tmp_pat
     state.mkdir()
     with FileLock(str(state / "agent.lock")):
         done = run_cli("fetch", "--notecard", device)
-    assert done.returncode == ExitCode.FAILURE and "E_BUSY" in done.stderr
+    assert done.returncode == ExitCode.LINK and "E_BUSY" in done.stderr
     assert card.requests == {}  # refused before touching the card
 
 

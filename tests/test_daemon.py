@@ -230,7 +230,8 @@ def test_sigterm_during_the_flash_finishes_the_flash_first(daemon, rig):
 def test_a_second_daemon_on_the_same_state_is_refused(daemon, rig):
     d = daemon()
     second = subprocess.run([sys.executable, "-m", "notedfu", "run", "--notecard", d.rig.servers[0].path,
-                             "--state-dir", str(d.rig.state), "--socket", str(d.rig.tmp / "other.sock")],
+                             "--target", d.rig.servers[1].path, "--state-dir", str(d.rig.state),
+                             "--socket", str(d.rig.tmp / "other.sock")],
                             capture_output=True, text=True, timeout=30)
     assert second.returncode != 0 and "E_BUSY" in second.stderr
     assert d.status()["ok"] is True

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from notedfu.checksums import crc32, md5_hex
+from notedfu.specs import check_option_names
 from notedfu.cobs import CobsError, cobs_decode, cobs_encode
 from notedfu.target.image import firmware_info
 from notedfu.sim.faults import DATA_FAULTS, MODE_FAULTS, Fault, parse_faults
@@ -659,6 +660,12 @@ class NotecardSim:
         return reply
 
 
+CARD_OPTIONS = frozenset({"image", "profile", "latency", "per_kib", "rate", "stretch", "download", "ready_delay",
+                          "dfu_timeout", "max_chunk", "refusal", "firmware", "binary", "mode", "time", "snappy",
+                          "strict_timing", "fault", "name", "pacing", "address"})
+"""Every ``sim://notecard`` option (``pacing`` and ``address`` belong to the I2C link that opens it)."""
+
+
 def card_from_options(opts: dict[str, str | list[str]]) -> NotecardSim:
     """A simulated card from string options: ``profile``, ``latency``, ``per_kib``,
     ``rate`` (bits per second), ``stretch`` (I2C clock stretching, seconds per
@@ -668,6 +675,7 @@ def card_from_options(opts: dict[str, str | list[str]]) -> NotecardSim:
         value = value[-1] if isinstance(value, list) else value
         return None if value is None else float(value)
 
+    check_option_names(opts, CARD_OPTIONS, "sim://notecard")
     name = opts.get("profile", "usb")
     link = profile(name[-1] if isinstance(name, list) else name).with_overrides(
         request_latency=one("latency"), read_seconds_per_kib=one("per_kib"), bits_per_second=one("rate"),

@@ -40,6 +40,22 @@ def parse_sim_url(url: str) -> tuple[str, dict[str, list[str]]]:
     return parts.netloc.lower(), urllib.parse.parse_qs(parts.query, keep_blank_values=True)
 
 
+def check_sim_url(url: str) -> None:
+    """``ValueError`` for a ``sim://`` URL no simulator would take (unknown device or option)."""
+    from notedfu.sim.notecard import CARD_OPTIONS
+    from notedfu.sim.stm32 import STM32_OPTIONS
+    from notedfu.specs import check_option_names
+
+    try:
+        device, opts = parse_sim_url(url)
+    except SerialException as exc:
+        raise ValueError(str(exc)) from None
+    known = {"notecard": CARD_OPTIONS, "stm32": STM32_OPTIONS}
+    if device not in known:
+        raise ValueError(f"unknown simulated device {device!r} in {url!r} (known: notecard, stm32)")
+    check_option_names(opts, known[device], f"sim://{device}")
+
+
 class Serial(SerialBase):
     """A serial port whose far end is a simulated device."""
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Generator
 
 from notedfu.sim.faults import Fault, parse_faults
+from notedfu.specs import check_option_names
 from notedfu.sim.timing import PacedOutputMixin, PacedQueue
 from notedfu.target.an3155 import ACK, NACK, SYNC, Cmd, stm32_crc, xor
 from notedfu.target.chips import CHIPS, Chip
@@ -426,6 +427,11 @@ class Stm32Sim(PacedOutputMixin):
         self._chip_reset(lose_output=False)
 
 
+STM32_OPTIONS = frozenset({"chip", "bootloader", "flash_file", "baud", "fault", "rdp", "time_scale", "name", "boot0",
+                           "reset"})
+"""Every ``sim://stm32`` option (``boot0``/``reset`` wire its lines to the port's RTS/DTR)."""
+
+
 def stm32_from_options(opts: dict[str, str | list[str]]) -> Stm32Sim:
     """An emulated chip from string options: ``chip`` (PID, hex), ``bootloader`` (v2, v3, v3crc),
     ``flash_file``, ``baud``, ``fault`` (repeatable), ``rdp`` (0/1), ``time_scale``."""
@@ -433,6 +439,7 @@ def stm32_from_options(opts: dict[str, str | list[str]]) -> Stm32Sim:
         value = opts.get(key)
         return value[-1] if isinstance(value, list) else value
 
+    check_option_names(opts, STM32_OPTIONS, "sim://stm32")
     pid = int(one("chip") or "0x420", 16)
     if pid not in CHIPS:
         raise ValueError(f"unknown chip id 0x{pid:03x} (known: {', '.join(f'0x{p:03x}' for p in sorted(CHIPS))})")

@@ -16,9 +16,36 @@ from notedfu.specs import parse_region
 
 def _number(text: str) -> int:
     try:
-        return int(text, 0)
+        value = int(text, 0)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text!r}")
+    return value
+
+
+def count(text: str) -> int:
+    """An argparse type: an integer ≥ 0."""
+    return _number(text)
+
+
+def positive(text: str) -> int:
+    """An argparse type: an integer ≥ 1."""
+    value = _number(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return value
+
+
+def seconds(text: str) -> float:
+    """An argparse type: a number of seconds > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds: {text!r}")
+    return value
 
 
 def _region(text: str) -> tuple[int, int]:
@@ -34,7 +61,7 @@ def add_target_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--target", required=True, metavar="SPEC",
                        help="serial device (/dev/ttyAMA0[?baud=N]), sim://stm32?…, or a backend: openocd:CFG,…, "
                             "stm32flash:DEV, dfu-util:VID:PID, st-flash:[SERIAL]")
-    group.add_argument("--baud", type=int, help="bootloader baud rate (default 115200)")
+    group.add_argument("--baud", type=positive, help="bootloader baud rate (default 115200)")
     group.add_argument("--boot0", metavar="LINE", help="where BOOT0 is wired: rts, dtr, gpiochip0:17, none (! inverts)")
     group.add_argument("--reset", metavar="LINE", help="where NRST is wired (same forms; active = held in reset)")
     group.add_argument("--enter", metavar="SEQ", help="sequence entering the bootloader "
@@ -53,7 +80,10 @@ def add_parsers(sub: Any) -> None:
                        help="CRC command when offered, else read-back (default auto)")
     flash.add_argument("--preserve", type=_region, action="append", default=[], metavar="START:END",
                        help="a flash region never erased (settings, EEPROM emulation); repeatable")
-    flash.add_argument("--retries", type=int, default=2, help="erase+rewrite attempts per failing page (default 2)")
+    flash.add_argument("--retries", type=count, default=2, help="erase+rewrite attempts per failing page (default 2)")
+    flash.add_argument("--public-key", metavar="B64", help="refuse an image not signed by this key "
+                                                         "(notedfu keygen prints it); a signature trailer is never "
+                                                         "flashed, checked or not")
     flash.add_argument("--no-run", action="store_true", help="leave the chip in the bootloader")
     flash.add_argument("--allow-offset", action="store_true", help="allow an image that starts above the flash base")
     flash.add_argument("--no-vector-check", action="store_true", help="flash even if the vector table looks wrong")
@@ -137,7 +167,10 @@ def cmd_flash(args: argparse.Namespace) -> int:
     from notedfu.target.session import split_target
 
     backend, where = split_target(args.target)
-    segments = load_image(args.image, args.address if args.address is not None else FLASH_BASE)
+    _check_target_args(args)
+    segments = load_image(args.image, args.address if args.address is not None else FLASH_BASE,
+                          address_given=args.address is not None)
+    segments = _without_signature(segments, args)
     events, close = events_for(args, source="LOCAL")
     started = time.monotonic()
     try:
@@ -178,6 +211,40 @@ def cmd_flash(args: argparse.Namespace) -> int:
                                                  if summary["repaired_pages"] else "")
               + (", application started" if summary["started"] else "") + f" in {summary['seconds']:.1f} s")
     return ExitCode.OK
+
+
+def _check_target_args(args: argparse.Namespace) -> None:
+    """Check before touching: the target spec, its lines and sequences, and the preserved regions' form."""
+    from notedfu.preflight import Problems, line_spec, sequence, target_spec
+
+    problems = Problems("E_BAD_SPEC")
+    device = ""
+    try:
+        device = target_spec(args.target)
+    except (ValueError, UsageError) as exc:
+        problems.add("--target", exc.message if isinstance(exc, UsageError) else str(exc))
+    problems.guard("--boot0", line_spec, args.boot0, device)
+    problems.guard("--reset", line_spec, args.reset, device)
+    problems.guard("--enter", sequence, args.enter)
+    problems.guard("--run-seq", sequence, args.run_seq)
+    problems.raise_if_any()
+
+
+def _without_signature(segments: list, args: argparse.Namespace) -> list:
+    """A signed image's trailer is not firmware: strip it, and check it when a key is given."""
+    from notedfu.target.image import Segment
+    from notedfu.update.signature import public_key_from_text, verified_payload
+
+    if len(segments) != 1:
+        if getattr(args, "public_key", None):
+            raise UsageError("--public-key: only a raw .bin image carries a signature trailer", code="E_USAGE")
+        return segments
+    data = segments[0].data
+    key = public_key_from_text(args.public_key) if getattr(args, "public_key", None) else None
+    payload = verified_payload(data, key)
+    if len(payload) != len(data) and key is None:
+        print(f"notedfu: {args.image}: signature trailer removed, not checked (no --public-key)", file=sys.stderr)
+    return [Segment(segments[0].address, payload)] if len(payload) != len(data) else segments
 
 
 def _flash_with_tool(backend: str, where: str, segments: list, args: argparse.Namespace) -> dict[str, Any]:

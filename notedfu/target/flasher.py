@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from notedfu import stopping
+from notedfu.errors import UsageError
 from notedfu.events import Events
 from notedfu.target.an3155 import MAX_BLOCK, Bootloader, BootloaderInfo, Cmd, TargetError, stm32_crc
 from notedfu.target.chips import Chip
@@ -105,6 +106,10 @@ def plan_flash(segments: list[Segment], chip: Chip, flash_size: int, options: Fl
         raise TargetError(f"image starts at 0x{low:08x}, not at the flash base 0x{base:08x} "
                           "(use --allow-offset for an application behind a bootloader)", code="E_IMAGE_NOT_AT_BASE",
                           permanent=True)
+    for start, stop in options.preserve:
+        if start < base or stop > end:
+            raise UsageError(f"--preserve 0x{start:08x}:0x{stop:08x} is outside the flash 0x{base:08x}-0x{end:08x}",
+                             code="E_USAGE")
     for start, stop in options.preserve:
         if any(s.address < stop and start < s.end for s in segments):
             raise TargetError(f"image overlaps the preserved region 0x{start:08x}-0x{stop:08x}",

@@ -33,23 +33,50 @@ class Segment:
         return self.address + len(self.data)
 
 
-def load_image(path: str | Path, address: int | None = None) -> list[Segment]:
-    """Read an image; ``address`` places a raw binary (required for ``.bin``)."""
+MAX_BINARY = 16 * 1024 * 1024  # no STM32 has more flash than this: a bigger .bin is not an image
+MAX_CONTAINER = 64 * 1024 * 1024  # .hex and .elf carry more than their data (text, symbols), within reason
+HEX_SUFFIXES = (".hex", ".ihex", ".ihx")
+
+
+def read_limited(path: str | Path, limit: int) -> bytes:
+    """A file's bytes, refused before reading if it is larger than ``limit`` (no 3 GB read for nothing)."""
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        size = path.stat().st_size
+        if path.is_dir():
+            raise ImageFileError(f"{path} is a directory, not an image file")
+        if size > limit:
+            raise ImageFileError(f"{path} has {size:,} bytes: more than any image notedfu handles "
+                                 f"({limit:,}); wrong file?")
+        return path.read_bytes()
     except OSError as exc:
         raise ImageFileError(f"cannot read image {path}: {exc.strerror}") from exc
+
+
+def load_image(path: str | Path, address: int | None = None, *, address_given: bool = False) -> list[Segment]:
+    """Read an image; ``address`` places a raw binary (required for ``.bin``); ``address_given`` says the
+    user chose it, which only a raw binary can use (.hex and .elf carry their own addresses)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    container = suffix in HEX_SUFFIXES or suffix == ".elf"
+    raw = read_limited(path, MAX_CONTAINER if container else MAX_BINARY)
     if not raw:
         raise ImageFileError(f"image {path} is empty")
-    suffix = path.suffix.lower()
-    if raw.startswith(b"\x7fELF"):
+    is_elf = raw.startswith(b"\x7fELF")
+    if suffix == ".elf" and not is_elf:
+        raise ImageFileError(f"{path} is named .elf but is not an ELF file (no \\x7fELF header); a raw binary "
+                             "should be named .bin")
+    if address_given and (is_elf or suffix in HEX_SUFFIXES):
+        raise ImageFileError(f"--address applies to raw .bin images only: {path} carries its own load addresses")
+    if is_elf:
         segments = _load_elf(path)
-    elif suffix in (".hex", ".ihex", ".ihx"):
+    elif suffix in HEX_SUFFIXES:
         segments = _load_hex(path)
     else:
         if address is None:
             raise ImageFileError("a raw binary needs a load address")
+        if len(raw) > MAX_BINARY:
+            raise ImageFileError(f"{path} is larger than any STM32 flash")
         segments = [Segment(address, raw)]
     segments = sorted((s for s in segments if s.data), key=lambda s: s.address)
     if not segments:

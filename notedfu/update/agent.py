@@ -24,7 +24,7 @@ from filelock import Timeout
 from notedfu import stopping
 from notedfu.checksums import md5_hex
 from notedfu.config import Config
-from notedfu.errors import ExitCode, Interrupted, NotedfuError, NotReadyError
+from notedfu.errors import Busy, ExitCode, Interrupted, NotedfuError, NotReadyError
 from notedfu.events import STEPS, Events
 from notedfu.notecard.client import CardClient, CardRequestError
 from notedfu.notecard.dfu import Downloader, FetchOptions, ImageInfo
@@ -146,7 +146,7 @@ class Updater:
                     self.job = None
                     self.events.source = "NOTECARD"
         except Timeout:
-            raise NotedfuError(f"another notedfu is using {self.staging.root}", code="E_BUSY") from None
+            raise Busy(f"another notedfu is using {self.staging.root}") from None
 
     def _open_card(self, required: bool = True) -> None:
         nc = self.config.notecard

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable
 
 from notedfu.errors import ExitCode, UsageError
 from notedfu.events import Events, LogSink, file_sink, json_lines_sink
+from notedfu.target.cli import seconds
 
 OUTCOME_EXIT = {"success": ExitCode.OK, "up_to_date": ExitCode.UP_TO_DATE, "ready": ExitCode.AWAITING_APPROVAL,
                 "idle": ExitCode.NOT_READY, "downloading": ExitCode.NOT_READY, "retry": ExitCode.TRY_LATER,
@@ -32,7 +34,7 @@ def _add_agent_options(parser: argparse.ArgumentParser, add_notecard_options: Ca
     parser.add_argument("--console", metavar="SPEC", help="console to confirm the boot on: a serial spec or "
                                                            "qemu:FLASH_FILE (overrides [confirm] console)")
     parser.add_argument("--pattern", help="what the new firmware prints; {version} is filled in")
-    parser.add_argument("--confirm-timeout", type=float, metavar="S", help="seconds to wait for the pattern")
+    parser.add_argument("--confirm-timeout", type=seconds, metavar="S", help="seconds to wait for the pattern")
     parser.add_argument("--policy", choices=("auto", "manual"), help="overrides [policy] mode")
     parser.add_argument("--events-file", metavar="FILE", help="also append events here as JSON lines")
     parser.add_argument("--json", action="store_true", help="JSON-lines events on stdout")
@@ -52,7 +54,7 @@ def add_parsers(sub: Any, add_notecard_options: Callable) -> None:
                                      "control socket")
     _add_agent_options(run, add_notecard_options)
     add_socket_option(run)
-    run.add_argument("--poll", type=float, metavar="S", help="seconds between dfu.status polls "
+    run.add_argument("--poll", type=seconds, metavar="S", help="seconds between dfu.status polls "
                                                              "(overrides [agent] poll_interval)")
     run.set_defaults(run=cmd_run)
 
@@ -78,6 +80,15 @@ def add_parsers(sub: Any, add_notecard_options: Callable) -> None:
                          help="send the bytes over the socket (the daemon cannot read the file itself)")
     add_socket_option(install)
     install.set_defaults(run=cmd_install)
+
+    config = sub.add_parser("config", help="check a configuration: every spec, line, pattern, path and number "
+                                           "the agent would use, without opening anything")
+    config_sub = config.add_subparsers(dest="what", metavar="WHAT")
+    config_sub.required = True
+    check = config_sub.add_parser("check", help="validate the config and these overrides; exit 2 naming each "
+                                                "problem")
+    _add_agent_options(check, add_notecard_options)
+    check.set_defaults(run=cmd_config_check, json=False)
 
     keygen = sub.add_parser("keygen", help="make an Ed25519 signing key; prints the public key for [policy]")
     keygen.add_argument("key", type=Path, help="where to write the private key (never overwritten)")
@@ -107,6 +118,19 @@ def _config(args: argparse.Namespace):
             setattr(getattr(config, section), key, value)
     if args.timeout != 30.0:
         config.notecard.timeout = args.timeout
+    if not config.notecard.spec:
+        from notedfu.notecard.link import ENV_SPEC
+
+        config.notecard.spec = os.environ.get(ENV_SPEC) or None
+    return config
+
+
+def _checked_config(args: argparse.Namespace, *, card_required: bool = True):
+    """The configuration with the command line's overrides, checked whole before anything is opened."""
+    from notedfu.preflight import check_agent
+
+    config = _config(args)
+    check_agent(config, card_required=card_required)
     return config
 
 
@@ -147,7 +171,7 @@ def cmd_update(args: argparse.Namespace) -> int:
     """``notedfu update``: the exit code says how it ended (README, "Exit codes")."""
     from notedfu.update.agent import LocalImage, Updater
 
-    config = _config(args)
+    config = _checked_config(args, card_required=args.image is None)
     local = None
     if args.image is not None:
         try:
@@ -179,9 +203,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     """``notedfu run``: until SIGTERM."""
     from notedfu.update.daemon import Daemon
 
-    config = _config(args)
+    config = _checked_config(args)
     events, _ = _events(args, config, log=True)
     return Daemon(config, events).serve()
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    """``notedfu config check``: exit 0 and say what would be used, or exit 2 naming every problem."""
+    config = _checked_config(args)
+    where = args.config or "/etc/notedfu/notedfu.toml (defaults if absent)"
+    print(f"config {where}: OK")
+    print(f"  notecard  {config.notecard.spec}")
+    print(f"  target    {config.target.spec}  boot0 {config.target.boot0 or 'none'}  reset "
+          f"{config.target.reset or 'none'}")
+    print(f"  confirm   {config.confirm.console or 'none (confirmation skipped)'}  /{config.confirm.pattern}/")
+    return ExitCode.OK
 
 
 def cmd_approve(args: argparse.Namespace) -> int:

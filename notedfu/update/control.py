@@ -35,7 +35,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
-from notedfu.errors import ExitCode, NotedfuError, UsageError
+from notedfu.errors import Busy, ExitCode, NotedfuError, UsageError
 
 MAX_REQUEST = 64 * 1024
 COMMANDS = ("status", "install", "approve", "cancel", "subscribe")
@@ -200,7 +200,7 @@ def _claim(path: Path) -> None:
         return
     finally:
         probe.close()
-    raise NotedfuError(f"a notedfu daemon already listens on {path}", code="E_BUSY")
+    raise Busy(f"a notedfu daemon already listens on {path}")
 
 
 class ControlClient:

@@ -25,7 +25,7 @@ from filelock import Timeout
 from notedfu import stopping
 from notedfu.checksums import md5_hex
 from notedfu.config import Config
-from notedfu.errors import ExitCode, Interrupted, NotedfuError
+from notedfu.errors import Busy, ExitCode, Interrupted, NotedfuError
 from notedfu.events import Events
 from notedfu.notecard.dfu import MAX_IMAGE_BYTES
 from notedfu.update.agent import CANCELLABLE, LocalImage, Outcome, Updater
@@ -57,7 +57,7 @@ class Daemon:
         try:
             lock.acquire(timeout=0)
         except Timeout:
-            raise NotedfuError(f"another notedfu is using {self.updater.staging.root}", code="E_BUSY") from None
+            raise Busy(f"another notedfu is using {self.updater.staging.root}") from None
         server = None
         try:
             server = ControlServer(self.config.agent.socket, self).start()

@@ -95,6 +95,8 @@ def generate_key(path: Path) -> str:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         raise UsageError(f"{path} exists: not overwriting a key", code="E_KEY_EXISTS") from None
+    except OSError as exc:
+        raise UsageError(f"cannot write key {path}: {exc.strerror}", code="E_KEY") from exc
     with os.fdopen(fd, "wb") as out:
         out.write(pem)
     return public_key_text(key)
