@@ -200,12 +200,21 @@ def check_target(problems: Problems, config: Config) -> None:
         problems.add("target.spec", "no target given (--target or [target] spec): the image would have nowhere "
                                     "to go")
         return
+    check_wiring(problems, {"target.spec": tc.spec, "target.boot0": tc.boot0, "target.reset": tc.reset,
+                            "target.enter": tc.enter, "target.run": tc.run})
+
+
+def check_wiring(problems: Problems, named: dict[str, str | None]) -> None:
+    """A target spec, its two lines and its two sequences, each under the name the user gave it (in order:
+    spec, BOOT0, NRST, entry sequence, run sequence)."""
+    (spec_name, spec), (boot0_name, boot0), (reset_name, reset), (enter_name, enter), (run_name, run) = \
+        named.items()
     device = ""
     try:
-        device = target_spec(tc.spec)
+        device = target_spec(spec or "")
     except (ValueError, NotedfuError) as exc:
-        problems.add("target.spec", exc.message if isinstance(exc, NotedfuError) else str(exc))
-    problems.guard("target.boot0", line_spec, tc.boot0, device)
-    problems.guard("target.reset", line_spec, tc.reset, device)
-    problems.guard("target.enter", sequence, tc.enter)
-    problems.guard("target.run", sequence, tc.run)
+        problems.add(spec_name, exc.message if isinstance(exc, NotedfuError) else str(exc))
+    problems.guard(boot0_name, line_spec, boot0, device)
+    problems.guard(reset_name, line_spec, reset, device)
+    problems.guard(enter_name, sequence, enter)
+    problems.guard(run_name, sequence, run)

@@ -215,18 +215,11 @@ def cmd_flash(args: argparse.Namespace) -> int:
 
 def _check_target_args(args: argparse.Namespace) -> None:
     """Check before touching: the target spec, its lines and sequences, and the preserved regions' form."""
-    from notedfu.preflight import Problems, line_spec, sequence, target_spec
+    from notedfu.preflight import Problems, check_wiring
 
     problems = Problems("E_BAD_SPEC")
-    device = ""
-    try:
-        device = target_spec(args.target)
-    except (ValueError, UsageError) as exc:
-        problems.add("--target", exc.message if isinstance(exc, UsageError) else str(exc))
-    problems.guard("--boot0", line_spec, args.boot0, device)
-    problems.guard("--reset", line_spec, args.reset, device)
-    problems.guard("--enter", sequence, args.enter)
-    problems.guard("--run-seq", sequence, args.run_seq)
+    check_wiring(problems, {"--target": args.target, "--boot0": args.boot0, "--reset": args.reset,
+                            "--enter": args.enter, "--run-seq": args.run_seq})
     problems.raise_if_any()
 
 
