@@ -141,7 +141,7 @@ class HilRig:
         done = self.notedfu("status", "--notecard", self.d.notecard, "--state-dir", str(self.state_dir / "status"),
                             "--json")
         assert done.returncode == 0, done.stderr
-        return json.loads(done.stdout)
+        return json.loads(done.stdout)["card"]
 
     def flash_size(self) -> int:
         """The target's flash size, as its bootloader reports it."""

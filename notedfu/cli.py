@@ -216,6 +216,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     if args.notecard is None and (answer := update_cli.daemon_status(args)) is not None:
         return answer
+    if args.notecard is None and not os.environ.get("NOTEDFU_NOTECARD"):
+        from notedfu.update.control import ControlClient
+
+        raise UsageError(f"no daemon answers on {ControlClient(args.socket).path} (--socket), and no Notecard is "
+                         "given to ask instead (--notecard or $NOTEDFU_NOTECARD)", code="E_NO_NOTECARD")
 
     from notedfu.notecard.dfu import Downloader, ImageInfo
 
@@ -229,30 +234,32 @@ def cmd_status(args: argparse.Namespace) -> int:
     except Timeout:
         busy = True
     dfu = downloader.dfu_status()
-    report: dict[str, Any] = {"hub_mode": downloader.mode.current(), "dfu": dfu, "agent_busy": busy,
-                              "repaired_mode": repaired, "staged": []}
+    card: dict[str, Any] = {"hub_mode": downloader.mode.current(), "dfu": dfu, "repaired_mode": repaired,
+                            "image": None, "image_error": None}
     if dfu.get("mode") == "ready":
         try:
-            report["image"] = vars(ImageInfo.from_body(dfu.get("body")))
+            card["image"] = vars(ImageInfo.from_body(dfu.get("body")))
         except NotedfuError as exc:
-            report["image_error"] = exc.as_dict()
-    for journal in staging.journals():
-        report["staged"].append({"md5": journal.md5, "length": journal.length, "verified": journal.verified,
-                                 "complete": journal.complete, "version": journal.version,
-                                 "source": journal.source})
+            card["image_error"] = exc.as_dict()
+    staged = [{"md5": j.md5, "length": j.length, "verified": j.verified, "complete": j.complete,
+               "version": j.version, "source": j.source} for j in staging.journals()]
     from dataclasses import asdict
 
-    from notedfu.update.job import JobStore
+    from notedfu.update.job import JobStore, job_summary
 
-    job = JobStore(staging.root).current()
-    report["job"] = asdict(job) if job else None
+    store = JobStore(staging.root)
+    job = store.current()
+    latest = store.latest()
+    report = update_cli.status_document(
+        "card", card=card, job=asdict(job) if job else None, staged=staged, agent_busy=busy,
+        last_job=job_summary(latest), installed=store.installed(), pending=store.pending())
     if args.json:
         print(json.dumps(report, indent=1))
         return ExitCode.OK
-    print(f"hub mode      {report['hub_mode']}" + (f" (restored from DFU mode: {repaired})" if repaired else ""))
+    print(f"hub mode      {card['hub_mode']}" + (f" (restored from DFU mode: {repaired})" if repaired else ""))
     print(f"host DFU      {dfu.get('mode')}" + (f" — {dfu['status']}" if dfu.get("status") else "")
           + ("" if dfu.get("on", True) else " (downloads off)"))
-    if image := report.get("image"):
+    if image := card.get("image"):
         print(f"image         {image['source'] or image['name']}  {image['length']} bytes  md5 {image['md5']}"
               + (f"  version {image['version']}" if image["version"] else ""))
     for item in report["staged"]:

@@ -52,7 +52,7 @@ def test_sim_pty_and_fetch_in_two_processes_give_the_same_image(tmp_path, image)
         assert done.returncode == 0, done.stderr
         assert out.read_bytes() == source.read_bytes()
         after = json.loads(run_cli("status", "--notecard", device, "--json").stdout)
-        assert before["hub_mode"] == after["hub_mode"] == "periodic"
+        assert before["card"]["hub_mode"] == after["card"]["hub_mode"] == "periodic"
         assert after["staged"][0]["complete"] is True
         assert events(done.stdout)[-1]["status"] == "SUCCESS"  # not a TTY: JSON lines
     finally:
@@ -133,7 +133,7 @@ def test_status_repairs_a_card_left_in_dfu_mode_by_a_killed_agent(pty_card, tmp_
     status = run_cli("status", "--notecard", device, "--json")
     assert status.returncode == 0, status.stderr
     report = json.loads(status.stdout)
-    assert report["repaired_mode"] == "continuous" and report["hub_mode"] == "continuous"
+    assert report["card"]["repaired_mode"] == "continuous" and report["card"]["hub_mode"] == "continuous"
     assert card.hub_mode == "continuous"
     assert report["staged"][0]["complete"] is False and report["staged"][0]["verified"] > 0
 
@@ -145,7 +145,9 @@ def test_status_text_and_json(pty_card, image):
     assert "host DFU      ready — successfully downloaded" in text.stdout
     assert f"{len(image)} bytes" in text.stdout
     report = json.loads(run_cli("status", "--notecard", device, "--json").stdout)
-    assert report["image"]["length"] == len(image) and report["dfu"]["mode"] == "ready"
+    assert report["card"]["image"]["length"] == len(image) and report["card"]["dfu"]["mode"] == "ready"
+    assert list(report) == ["source", "daemon", "card", "job", "last_job", "installed", "pending", "staged",
+                            "agent_busy"] and report["source"] == "card"
 
 
 def test_dfu_policy_commands(pty_card):

@@ -167,3 +167,40 @@ def test_image_flashed_at_base_is_what_a_later_step_boots(emulator, tmp_path):
     data = flash_file.read_bytes()
     assert len(data) == 128 * 1024 and data[:8] == image[:8] and data[3 * 1024:] == b"\xff" * (125 * 1024)
     assert BASE == 0x08000000
+
+
+def test_two_flashes_of_one_chip_the_second_is_refused_at_once_naming_the_first(emulator, tmp_path):
+    chip, device, flash_file = emulator()
+    chip.time_scale = 1.0  # real erase and programming times: the first flash takes a while
+    image = tmp_path / "big.bin"
+    image.write_bytes(app_image(96 * 1024))
+    first = subprocess.Popen([sys.executable, "-m", "notedfu", "flash", str(image), "--target", device, "--json"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in first.stdout:
+            if json.loads(line).get("phase") == "write":
+                break
+        second = run_cli("flash", str(image), "--target", device)
+        assert second.returncode == ExitCode.LINK and "E_BUSY" in second.stderr, second.stderr
+        assert f"target {device} is in use by pid {first.pid} (" in second.stderr and " flash " in second.stderr
+    finally:
+        rest, errors = first.communicate(timeout=120)
+    assert first.returncode == 0, errors
+    assert flash_file.read_bytes().startswith(image.read_bytes())  # the first one was never disturbed
+
+
+def test_a_port_nothing_reads_ends_in_a_timeout_not_a_hang(tmp_path):
+    import os
+    import pty
+    import time
+
+    master, slave = pty.openpty()  # the master is never read: writes fill the buffer and block
+    try:
+        started = time.monotonic()
+        done = run_cli("target", "info", "--target", os.ttyname(slave), timeout=90)
+        assert done.returncode == ExitCode.TARGET, done.stderr
+        assert "E_TARGET_TIMEOUT" in done.stderr or "E_TARGET_NO_SYNC" in done.stderr
+        assert time.monotonic() - started < 60
+    finally:
+        os.close(master)
+        os.close(slave)

@@ -160,6 +160,7 @@ class Port(Protocol):
     def reset_input_buffer(self) -> None: ...
 
 
+QUIET = 0.25  # no byte for this long: the bootloader has answered everything sent so far
 FILLER = b"\xff" * 320  # more than any frame but Extended Erase's (a write is 258 bytes)
 FRAME_MAX = 2 * 0xFFF0 + 3  # the longest Extended Erase frame: count, 0xFFF0 page numbers, checksum
 
@@ -196,6 +197,9 @@ class Bootloader:
     def _write(self, data: bytes) -> None:
         try:
             self.port.write(data)
+        except serial.SerialTimeoutException as exc:
+            raise TargetError(f"the port took no data for {self.port.write_timeout:g} s: nothing reads the other "
+                              "end (wiring? the right port?)", code="E_TARGET_TIMEOUT") from exc
         except (OSError, serial.SerialException) as exc:
             raise TargetError(f"writing to the bootloader failed: {exc}", code="E_TARGET_IO") from exc
         self.stats.sent += len(data)
@@ -265,14 +269,17 @@ class Bootloader:
         """After filler: the bootloader takes commands as byte pairs (code, complement) and NACKs a bad pair,
         so the filler's tail may leave it holding the first byte of a pair. Let the NACKs die down, then send
         single 0xFF bytes until one is NACKed: from then on it holds nothing."""
-        quiet_until = time.monotonic() + 2.0
-        while time.monotonic() < quiet_until:
-            time.sleep(0.03)
-            waiting = getattr(self.port, "in_waiting", 0)
-            if not waiting:
-                break
-            self.port.read(waiting)
+        # Filler may still be crossing the wire (several blocks, if the host wrote on while waiting), each
+        # pair of it answered with a NACK: wait until the line has been quiet for a while, so that no late
+        # NACK is taken for the probe's.
+        quiet_since, give_up = time.monotonic(), time.monotonic() + 5.0
+        while time.monotonic() - quiet_since < QUIET and time.monotonic() < give_up:
+            time.sleep(0.02)
+            if getattr(self.port, "in_waiting", 0):
+                self.port.reset_input_buffer()
+                quiet_since = time.monotonic()
         for _ in range(2):
+            self.port.reset_input_buffer()
             self._write(b"\xff")
             try:
                 if self._read(1, 0.1, "realign") == bytes([NACK]):

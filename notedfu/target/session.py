@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +15,9 @@ from typing import Any
 import serial
 
 import notedfu.sim  # noqa: F401 - registers sim://
-from notedfu.errors import LinkError, UsageError
+from notedfu.errors import UsageError
+from notedfu.portlock import PortBusy, PortLock
+from notedfu.preflight import is_pty
 from notedfu.events import Events
 from notedfu.specs import int_option, split_options
 from notedfu.target.an3155 import MAX_BLOCK, Bootloader, BootloaderInfo, TargetError, Timeouts
@@ -26,6 +27,7 @@ from notedfu.target.image import Segment
 from notedfu.target.lines import ENTER_BOOTLOADER, RUN_APPLICATION, LineControl, open_line
 
 DEFAULT_BAUD = 115200
+WRITE_TIMEOUT = 5.0  # a write that cannot drain this long: nothing reads the other end (no hang)
 BACKENDS = ("openocd", "stm32flash", "dfu-util", "st-flash")
 
 
@@ -46,14 +48,6 @@ def split_target(spec: str) -> tuple[str, str]:
         if spec.startswith(name + ":"):
             return name, spec[len(name) + 1:]
     return "rom", spec
-
-
-def is_pty(path: str) -> bool:
-    """Whether ``path`` is a Unix98 pseudo-terminal slave (majors 136-143)."""
-    try:
-        return 136 <= os.major(os.stat(path).st_rdev) <= 143
-    except (OSError, ValueError):
-        return False
 
 
 def _is_pi_mini_uart(path: str) -> bool:
@@ -80,11 +74,19 @@ class TargetSession:
                              "8E1. Use /dev/ttyAMA0 (dtoverlay=disable-bt or miniuart-bt).", code="E_MINI_UART")
         # Linux ptys refuse parity (tcsetattr: EINVAL); the emulator behind one models 8E1 itself.
         parity = serial.PARITY_NONE if is_pty(target) else serial.PARITY_EVEN
+        # One owner per target: the per-port lock (naming the holder) shared with every notedfu, and the
+        # device itself opened exclusive (TIOCEXCL-like flock) against other programs.
+        self.lock = PortLock(target, "target").acquire()
+        device_options = {} if "://" in target else {"exclusive": True}
         try:
             self.port = serial.serial_for_url(target, baudrate=baud or DEFAULT_BAUD, parity=parity,
-                                              stopbits=serial.STOPBITS_ONE, bytesize=serial.EIGHTBITS, timeout=1)
+                                              stopbits=serial.STOPBITS_ONE, bytesize=serial.EIGHTBITS, timeout=1,
+                                              write_timeout=WRITE_TIMEOUT, **device_options)
         except (serial.SerialException, ValueError, OSError) as exc:
-            raise LinkError(f"cannot open target {target!r}: {exc}", code="E_TARGET_OPEN") from exc
+            self.lock.release()
+            if "exclusively" in str(exc) or getattr(exc, "errno", None) == 11:
+                raise PortBusy(f"target {target} is open in another program (not notedfu): {exc}") from exc
+            raise TargetError(f"cannot open target {target!r}: {exc}", code="E_TARGET_OPEN") from exc
         self.lines = LineControl(open_line(self.options.boot0, self.port), open_line(self.options.reset, self.port),
                                  self.options.enter, self.options.run)
         self.bootloader = Bootloader(self.port)
@@ -94,8 +96,11 @@ class TargetSession:
         self.protected = False
 
     def close(self) -> None:
-        """Release the port."""
-        self.port.close()
+        """Release the port and its lock."""
+        try:
+            self.port.close()
+        finally:
+            self.lock.release()
 
     def connect(self) -> BootloaderInfo:
         """Enter the bootloader (if lines are wired), sync, and identify the chip."""

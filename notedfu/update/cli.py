@@ -222,14 +222,22 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 def cmd_approve(args: argparse.Namespace) -> int:
     """``notedfu approve MD5``: through the daemon, or straight into the state directory."""
+    from notedfu.update.control import NoDaemon
+
     client = _client(args)
-    if client.available():
+    try:
         note = _answer(client.request({"cmd": "approve", "md5": args.md5}))["note"]
-    else:
+    except NoDaemon as exc:
+        explicit = args.socket or os.environ.get("NOTEDFU_SOCKET")
+        if not args.state_dir and (explicit or Path(client.path).exists()):  # a typo, or a daemon we may not reach
+            raise NoDaemon(f"{exc.message}: the approval was not given (check --socket)") from None
         from notedfu.notecard.staging import default_state_dir
         from notedfu.update.job import JobStore
 
-        note = JobStore(args.state_dir or default_state_dir()).approve(args.md5)
+        state = args.state_dir or default_state_dir()
+        note = JobStore(state).approve(args.md5)
+        note = (note + "; " if note else "") + f"no daemon on {client.path}: written into {state} for the next " \
+                                                 "`notedfu update` or `notedfu run`"
     print(f"approved {args.md5.lower()}" + (f" ({note})" if note else ""))
     return ExitCode.OK
 
@@ -305,6 +313,16 @@ def print_retry(job: dict[str, Any]) -> None:
               f"next attempt {when} (attempts so far {job.get('attempts')})")
 
 
+STATUS_KEYS = ("source", "daemon", "card", "job", "last_job", "installed", "pending", "staged", "agent_busy")
+
+
+def status_document(source: str, **parts: Any) -> dict[str, Any]:
+    """``notedfu status --json``: one schema whether the daemon or the card answered (absent parts are null)."""
+    unknown = set(parts) - set(STATUS_KEYS)
+    assert not unknown, unknown
+    return {key: parts.get(key) for key in STATUS_KEYS} | {"source": source}
+
+
 def daemon_status(args: argparse.Namespace) -> int | None:
     """``notedfu status`` when a daemon answers; ``None`` when none does."""
     client = _client(args)
@@ -312,7 +330,10 @@ def daemon_status(args: argparse.Namespace) -> int | None:
         return None
     answer = _answer(client.request({"cmd": "status"}))
     if args.json:
-        print(json.dumps(answer, indent=1))
+        daemon = {key: answer.get(key) for key in ("state", "detail", "policy", "queued")} | {"socket": client.path}
+        print(json.dumps(status_document("daemon", daemon=daemon, job=answer.get("job"),
+                                         last_job=answer.get("last_job"), installed=answer.get("installed"),
+                                         pending=answer.get("pending")), indent=1))
         return ExitCode.OK
     job, last, pending = answer.get("job"), answer.get("last_job"), answer.get("pending") or {}
     print(f"daemon        {answer['state']}" + (f" — {answer['detail']}" if answer.get("detail") else "")

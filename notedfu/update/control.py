@@ -231,8 +231,19 @@ class ControlClient:
     def request(self, request: dict[str, Any], payload: bytes = b"") -> dict[str, Any]:
         """Send one request (and a streamed payload); return the answer."""
         with self._connect() as sock:
-            sock.sendall(json.dumps(request).encode() + b"\n" + payload)
-            line = sock.makefile("rb").readline(MAX_REQUEST)
+            try:
+                sock.sendall(json.dumps(request).encode() + b"\n" + payload)
+                line = sock.makefile("rb").readline(MAX_REQUEST)
+            except TimeoutError:
+                raise ControlError(f"the daemon on {self.path} took the request but did not answer within "
+                                   f"{self.timeout:g} s (is it stuck? `systemctl status notedfu`)",
+                                   code="E_SOCKET") from None
+            except OSError as exc:
+                raise ControlError(f"talking to the daemon on {self.path} failed: {exc.strerror or exc}",
+                                   code="E_SOCKET") from None
+        if not line:
+            raise ControlError(f"the daemon on {self.path} closed the connection without an answer",
+                               code="E_SOCKET")
         try:
             answer = json.loads(line)
         except ValueError:

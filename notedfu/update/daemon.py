@@ -30,6 +30,7 @@ from notedfu.events import Events
 from notedfu.notecard.dfu import MAX_IMAGE_BYTES
 from notedfu.update.agent import CANCELLABLE, LocalImage, Outcome, Updater
 from notedfu.update.control import Connection, ControlError, ControlServer
+from notedfu.update.job import job_summary
 from notedfu.update.sdnotify import Notifier
 
 
@@ -133,7 +134,7 @@ class Daemon:
         return {"ok": True, "state": "processing" if job else (self.last.state if self.last else "idle"),
                 "detail": self.last.detail if self.last and not job else "",
                 "job": dataclasses.asdict(job) if job else None,
-                "last_job": _summary(self.store.latest()), "installed": self.store.installed(),
+                "last_job": job_summary(self.store.latest()), "installed": self.store.installed(),
                 "pending": self.store.pending(), "policy": self.config.policy.mode,
                 "queued": self._queued is not None}
 
@@ -199,9 +200,3 @@ class Daemon:
                                "stopping now would leave the target without firmware", code="E_TOO_LATE")
         self.updater.cancel_requested.set()
         return {"ok": True, "cancelled": job.id}
-
-
-def _summary(job: Any) -> dict[str, Any] | None:
-    if job is None:
-        return None
-    return {"id": job.id, "state": job.state, "md5": job.md5, "version": job.version, "error": job.error}

@@ -88,6 +88,14 @@ class Job:
         return next((n for n in STEPS if self.stages[n].state not in ("done", "skipped")), None)
 
 
+def job_summary(job: Job | None) -> dict[str, Any] | None:
+    """The few fields of a job that `notedfu status` shows for the last one."""
+    if job is None:
+        return None
+    return {"id": job.id, "state": job.state, "md5": job.md5, "version": job.version, "error": job.error,
+            "rolled_back": job.rolled_back}
+
+
 class JobStore:
     """Jobs and the installed version, in the state directory."""
 
