@@ -423,10 +423,46 @@ def cmd_bench_flash(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------ entry point
+class ReaderGoneSafe:
+    """Standard output that outlives its reader: ``notedfu flash --json | head -c1`` must not stop a flash half
+    way, nor end in a traceback. Once the pipe breaks, output goes to /dev/null and the work goes on."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.broken = False
+
+    def _gone(self) -> None:
+        self.broken = True
+        try:  # what the real stream still buffers, and Python's flush at exit, go nowhere instead of raising
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
+        except (OSError, ValueError):
+            pass
+
+    def write(self, text: str) -> int:
+        if not self.broken:
+            try:
+                return self.stream.write(text)
+            except (BrokenPipeError, ValueError):
+                self._gone()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.broken:
+            try:
+                self.stream.flush()
+            except (BrokenPipeError, ValueError):
+                self._gone()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if not isinstance(sys.stdout, ReaderGoneSafe):
+        sys.stdout = ReaderGoneSafe(sys.stdout)
     stopping.install()  # SIGINT/SIGTERM only set a flag: the work stops where it is safe (notedfu.stopping)
     try:
         return int(args.run(args))

@@ -18,6 +18,8 @@ import sys
 import time
 from typing import IO, Any, Callable
 
+from notedfu.errors import NotedfuError
+
 Sink = Callable[[dict[str, Any]], None]
 
 STEPS = ("check", "enter_dfu", "transfer", "verify", "exit_dfu", "flash", "boot", "confirm", "report")
@@ -32,10 +34,21 @@ class Events:
         self.source = source
 
     def emit(self, kind: str, **fields: Any) -> None:
-        """Send one event to every sink."""
+        """Send one event to every sink; a sink that fails is dropped (with one warning), never the work.
+
+        A reader that went away (``notedfu flash --json | head -c1``) or a full disk under the events file
+        must not stop a flash half way.
+        """
         event = {"type": kind, "time": round(time.time(), 3), "source": self.source, **fields}
-        for sink in self.sinks:
-            sink(event)
+        for sink in list(self.sinks):
+            try:
+                sink(event)
+            except NotedfuError:
+                raise  # not an output failing: the agent's own watcher stopping the work (a cancel)
+            except Exception as exc:  # noqa: BLE001 - whatever an output raises, the work goes on
+                if sink in self.sinks:
+                    self.sinks.remove(sink)
+                    self.message(f"an event output failed and was dropped ({type(exc).__name__}: {exc})", "warning")
 
     def status(self, status: str, **fields: Any) -> None:
         """A job-level status change."""
@@ -100,10 +113,24 @@ class RichProgress:
             self.progress.stop()
 
 
-def file_sink(path: str) -> Sink:
-    """Append each event to ``path`` as one JSON line (line-buffered: a crash loses nothing written)."""
-    stream = open(path, "a", buffering=1)  # noqa: SIM115 - open for the life of the agent
-    return json_lines_sink(stream)
+EVENTS_FILE_MAX = 1024 * 1024  # bytes before the events file is rotated (one old file, .1, is kept)
+
+
+def file_sink(path: str, max_bytes: int = EVENTS_FILE_MAX) -> Sink:
+    """Append each event to ``path`` as one JSON line (line-buffered: a crash loses nothing written);
+    past ``max_bytes`` the file becomes ``path.1`` (replacing the previous one) and a new one starts."""
+    import os
+
+    state = {"stream": open(path, "a", buffering=1)}  # noqa: SIM115 - open for the life of the agent
+
+    def sink(event: dict[str, Any]) -> None:
+        stream = state["stream"]
+        stream.write(json.dumps(event, separators=(",", ":")) + "\n")
+        if stream.tell() > max_bytes:
+            stream.close()
+            os.replace(path, f"{path}.1")
+            state["stream"] = open(path, "a", buffering=1)  # noqa: SIM115
+    return sink
 
 
 _PRIORITY = {"error": 3, "warning": 4, "info": 6}

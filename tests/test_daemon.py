@@ -246,6 +246,13 @@ def test_the_shipped_unit_file_is_valid(tmp_path):
     local.write_text(text.replace("/opt/notedfu/bin/notedfu", str(Path(sys.executable).parent / "notedfu")))
     checked = subprocess.run(["systemd-analyze", "verify", str(local)], capture_output=True, text=True)
     assert checked.returncode == 0, checked.stderr
+    for needed in ("RestartPreventExitStatus=2", "LogsDirectory=notedfu", "UMask=0077", "DevicePolicy=closed",
+                   "RestrictAddressFamilies=AF_UNIX", "ReadWritePaths=/run/lock"):
+        assert needed in text
+    security = subprocess.run(["systemd-analyze", "security", "--offline=true", str(local)], capture_output=True,
+                              text=True)
+    exposure = float(security.stdout.split("Overall exposure level for notedfu.service:")[1].split()[0])
+    assert exposure <= 3.0, security.stdout[-3000:]
 
 
 def test_a_card_slow_to_enter_dfu_mode_keeps_its_image_and_the_attempt_after_the_backoff_succeeds(daemon, rig):

@@ -204,3 +204,18 @@ def test_a_port_nothing_reads_ends_in_a_timeout_not_a_hang(tmp_path):
     finally:
         os.close(master)
         os.close(slave)
+
+
+def test_a_reader_that_goes_away_does_not_stop_the_flash(emulator, tmp_path):
+    chip, device, flash_file = emulator()
+    image = tmp_path / "app.bin"
+    image.write_bytes(app_image(16 * 1024))
+    # notedfu flash --json … | head -c1
+    proc = subprocess.Popen([sys.executable, "-m", "notedfu", "flash", str(image), "--target", device, "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.read(1) == b"{"
+    proc.stdout.close()
+    errors = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0, errors
+    assert "Traceback" not in errors and "BrokenPipe" not in errors
+    assert flash_file.read_bytes().startswith(image.read_bytes())  # the whole image, not an erased page 0

@@ -127,6 +127,8 @@ class Downloader:
         self.events = events or Events()
         self.options = options or FetchOptions()
         self.mode = CardMode(client, staging, self.events)
+        if staging.warn is None:
+            staging.warn = lambda text: self.events.message(text, "warning")
 
     # ------------------------------------------------------------ public
     def dfu_status(self) -> dict[str, Any]:

@@ -17,13 +17,16 @@ claims more than the ``.part`` file holds, because the data is fsynced first.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
+import shutil
 import tempfile
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 from filelock import FileLock
 
@@ -78,6 +81,49 @@ def read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+class StagingError(NotedfuError):
+    """The state directory could not take what had to be written (transient: nothing verified is lost)."""
+
+    code = "E_STAGING"
+
+
+@contextmanager
+def disk(what: str, directory: Path, needed: int = 0) -> Iterator[None]:
+    """Turn a full disk (or quota, or file-size limit) while ``what`` into :class:`StagingError`."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise
+        try:
+            free = f"{shutil.disk_usage(directory).free:,} bytes free"
+        except OSError:
+            free = "free space unknown"
+        need = f", {needed:,} needed" if needed else ""
+        raise StagingError(f"{what}: {directory} is full ({exc.strerror}; {free}{need}): make room and run "
+                           "again — what is verified so far is kept") from exc
+
+
+def quarantine(path: Path, why: str, warn: Callable[[str], None] | None) -> None:
+    """Move a state file that cannot be trusted aside (``.bad``), keeping it for a human, and say so."""
+    target = path.with_name(f"{path.name}.bad")
+    try:
+        os.replace(path, target)
+    except OSError:
+        path.unlink(missing_ok=True)
+    if warn:
+        warn(f"{path} {why}: moved aside to {target.name}; starting from what can be trusted")
+
+
+def _valid_journal(data: dict[str, Any]) -> bool:
+    ints = ("length", "crc32", "verified", "rereads")
+    return (isinstance(data.get("md5"), str) and bool(_MD5.match(data["md5"]))
+            and all(isinstance(data.get(k, 0), int) and not isinstance(data.get(k, 0), bool) for k in ints)
+            and data.get("length", 0) > 0 and data.get("verified", 0) >= 0
+            and isinstance(data.get("complete", False), bool)
+            and all(isinstance(data.get(k, ""), str) for k in ("source", "version")))
+
+
 @dataclass
 class Journal:
     """What is known about one image being staged."""
@@ -95,8 +141,9 @@ class Journal:
 class Staging:
     """The state directory of one agent."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, warn: Callable[[str], None] | None = None) -> None:
         self.root = Path(root)
+        self.warn = warn
         self.dir = self.root / "staging"
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
@@ -117,7 +164,7 @@ class Staging:
 
     def save_card_mode(self, mode: str) -> None:
         """Remember the card's mode, durably, before changing it."""
-        write_json_atomic(self._card_mode_path, {"mode": mode})
+        self._write_json(self._card_mode_path, {"mode": mode})
 
     def clear_card_mode(self) -> None:
         """The card is back in its mode: forget it."""
@@ -135,12 +182,15 @@ class Staging:
         """The journal for this image: resumed if it matches, else a fresh one."""
         part, path, final = self.paths(md5)
         data = read_json(path)
-        if data:
-            try:
-                old = Journal(**{k: data[k] for k in Journal.__dataclass_fields__ if k in data})
-            except TypeError:
-                old = None
-            if old and old.length == length and old.crc32 == crc32:
+        old = None
+        if data is None and path.exists():
+            quarantine(path, "is not a journal (torn or garbage)", self.warn)
+        elif data is not None and not _valid_journal(data):
+            quarantine(path, "has fields of the wrong type", self.warn)
+        elif data is not None:
+            old = Journal(**{k: data[k] for k in Journal.__dataclass_fields__ if k in data})
+        if old is not None:
+            if old.length == length and old.crc32 == crc32:
                 have = final.stat().st_size if old.complete and final.exists() else \
                     part.stat().st_size if part.exists() else -1
                 if old.complete and have == length:
@@ -152,9 +202,13 @@ class Staging:
         self.save(journal)
         return journal
 
+    def _write_json(self, path: Path, data: dict[str, Any]) -> None:
+        with disk(f"writing {path.name}", path.parent):
+            write_json_atomic(path, data)
+
     def save(self, journal: Journal) -> None:
         """Write the journal durably."""
-        write_json_atomic(self.paths(journal.md5)[1], asdict(journal))
+        self._write_json(self.paths(journal.md5)[1], asdict(journal))
 
     def open_part(self, journal: Journal) -> int:
         """A file descriptor on the ``.part`` file, for ``write_chunk``."""
@@ -162,8 +216,9 @@ class Staging:
 
     def write_chunk(self, fd: int, journal: Journal, offset: int, data: bytes) -> None:
         """Put a verified chunk on disk, then move the journal past it."""
-        os.pwrite(fd, data, offset)
-        os.fsync(fd)
+        with disk("staging a chunk", self.dir, journal.length - offset):
+            os.pwrite(fd, data, offset)
+            os.fsync(fd)
         journal.verified = offset + len(data)
         self.save(journal)
 
@@ -183,7 +238,7 @@ class Staging:
         """Stage a whole image that came from elsewhere (a local file, the control socket)."""
         md5 = md5_hex(data)
         part, _, final = self.paths(md5)
-        with open(part, "wb") as stream:
+        with disk("staging an image", self.dir, len(data)), open(part, "wb") as stream:
             stream.write(data)
             stream.flush()
             os.fsync(stream.fileno())
@@ -211,9 +266,6 @@ class Staging:
         found = []
         for path in sorted(self.dir.glob("*.json")):
             data = read_json(path)
-            if data and _MD5.match(str(data.get("md5", ""))):
-                try:
-                    found.append(Journal(**{k: data[k] for k in Journal.__dataclass_fields__ if k in data}))
-                except TypeError:
-                    continue
+            if data and _valid_journal(data):
+                found.append(Journal(**{k: data[k] for k in Journal.__dataclass_fields__ if k in data}))
         return found

@@ -121,13 +121,16 @@ class Updater:
         self.force = force
         self.retry_now = retry_now  # a job waiting to try again goes on now (`notedfu update`), not at retry_at
         root = Path(state_dir or config.agent.state_dir or default_state_dir())
-        self.staging = Staging(root)
-        self.store = JobStore(root)
+        warn = lambda text: self.events.message(text, "warning")  # noqa: E731
+        self.staging = Staging(root, warn)
+        self.store = JobStore(root, warn)
         self.public_key = public_key_from_text(config.policy.public_key) if config.policy.public_key else None
         self.client: CardClient | None = None
         self.resumed = False
         self.job: Job | None = None  # the job being processed, for status answers
         self.cancel_requested = threading.Event()
+        self._cancel_lock = threading.Lock()
+        self._last_idle: dict[str, Any] = {}
         self.flashing = False  # the flash has begun: too late to cancel
         self.continuing = False  # this run continues a job an earlier run left unfinished
         self._download_step = ""  # the downloader's latest step: which stage a download failure belongs to
@@ -164,6 +167,8 @@ class Updater:
     def _run(self, local: LocalImage | None) -> Outcome:
         job = self.store.current()
         self._open_card(required=local is None and (job is None or job.source == "NOTECARD"))
+        if self.client is not None:
+            self.downloader.mode.repair()  # a card an earlier run left in DFU mode goes back first, whatever else
         if job is not None:
             if job.retry_at > time.time() and not self.retry_now:
                 return Outcome("retry", job, f"job {job.id} tries again at {_clock(job.retry_at)} "
@@ -183,11 +188,11 @@ class Updater:
         status = self.downloader.dfu_status()
         mode = status.get("mode")
         if mode == "downloading":
-            self.events.status("IDLE", state="downloading", detail=str(status.get("status", "")))
+            self._idle(state="downloading", detail=str(status.get("status", "")))
             return Outcome("downloading", detail=str(status.get("status", "")))
         if mode != "ready":
             self.store.clear_pending()
-            self.events.status("IDLE", state="idle")
+            self._idle(state="idle")
             return Outcome("idle", detail=str(mode))
         try:
             image = ImageInfo.from_body(status.get("body"))
@@ -201,12 +206,18 @@ class Updater:
             return self._up_to_date(job)
         if self.config.policy.mode == "manual" and not self.store.take_approval(image.md5):
             self.store.set_pending(image.md5, image.version, image.length)
-            self.events.status("IDLE", state="ready", md5=image.md5, version=image.version,
-                               detail=f"waiting for `notedfu approve {image.md5}`")
+            self._idle(state="ready", md5=image.md5, version=image.version,
+                       detail=f"waiting for `notedfu approve {image.md5}`")
             return Outcome("ready", None, f"image {image.md5} ({image.version or 'no version'}) awaits approval")
         self.store.clear_pending()
         self.store.save(job)
         return self._process(job, verdict)
+
+    def _idle(self, **fields: Any) -> None:
+        """An IDLE status, once per change: a daemon polling an idle card every minute says so once."""
+        if fields != self._last_idle:
+            self._last_idle = fields
+            self.events.status("IDLE", **fields)
 
     def _start_local(self, local: LocalImage) -> Outcome:
         """A job for an image given directly: the Notecard's download stages are skipped."""
@@ -293,7 +304,23 @@ class Updater:
         return Outcome("fail", None, text, int(ExitCode.FAILURE))
 
     # ------------------------------------------------------------ stages
+    def request_cancel(self) -> str:
+        """Ask the running job to stop before the target is touched; ``""`` if accepted, else why not."""
+        with self._cancel_lock:
+            job = self.job
+            if job is None:
+                return "no job is running"
+            stage = job.next_stage()
+            if self.flashing or stage not in CANCELLABLE or (stage == "flash" and
+                                                             job.stages["flash"].state == "running"):
+                return (f"job {job.id} is past the point of cancelling (stage {stage}): stopping now would leave "
+                        "the target without firmware")
+            self.cancel_requested.set()
+            return ""
+
     def _process(self, job: Job, verdict: str = "install") -> Outcome:
+        with self._cancel_lock:
+            self.cancel_requested.clear()  # a cancel belongs to the job it was given for
         self.job = job
         self.events.source = job.source  # events say where this job's image came from
         job.attempts += 1
@@ -333,9 +360,10 @@ class Updater:
         self.resumed = self.continuing  # an earlier run died inside this job
         self._download_step = ""
         try:
-            if self.cancel_requested.is_set() and name in CANCELLABLE and not self.flashing:
-                raise Cancelled("cancelled on request before the target was touched")
-            stage.state, stage.started = "running", time.time()
+            with self._cancel_lock:  # a cancel is either seen here or refused: never left for another job
+                if self.cancel_requested.is_set() and name in CANCELLABLE and not self.flashing:
+                    raise Cancelled("cancelled on request before the target was touched")
+                stage.state, stage.started = "running", time.time()
             self.store.save(job)
             self.events.status("RUN", job=job.id, stage=name)
             result = getattr(self, f"_stage_{name}")(job)

@@ -28,7 +28,7 @@ from notedfu.config import Config
 from notedfu.errors import Busy, ExitCode, Interrupted, NotedfuError
 from notedfu.events import Events
 from notedfu.notecard.dfu import MAX_IMAGE_BYTES
-from notedfu.update.agent import CANCELLABLE, LocalImage, Outcome, Updater
+from notedfu.update.agent import LocalImage, Outcome, Updater
 from notedfu.update.control import Connection, ControlError, ControlServer
 from notedfu.update.job import job_summary
 from notedfu.update.sdnotify import Notifier
@@ -195,8 +195,7 @@ class Daemon:
                     self._queued = None
                     return {"ok": True, "cancelled": "the queued install"}
             raise ControlError("no job is running", code="E_NOTHING_TO_CANCEL")
-        if self.updater.flashing or job.next_stage() not in CANCELLABLE:
-            raise ControlError(f"job {job.id} is past the point of cancelling (stage {job.next_stage()}): "
-                               "stopping now would leave the target without firmware", code="E_TOO_LATE")
-        self.updater.cancel_requested.set()
+        if refused := self.updater.request_cancel():
+            code = "E_NOTHING_TO_CANCEL" if refused == "no job is running" else "E_TOO_LATE"
+            raise ControlError(refused, code=code)
         return {"ok": True, "cancelled": job.id}

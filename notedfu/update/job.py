@@ -24,11 +24,11 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from notedfu.errors import UsageError
 from notedfu.events import STEPS
-from notedfu.notecard.staging import read_json, write_json_atomic
+from notedfu.notecard.staging import quarantine, read_json, write_json_atomic
 
 TERMINAL = ("success", "fail", "unconfirmed", "up_to_date", "superseded")
 _MD5 = re.compile(r"^[0-9a-f]{32}$")
@@ -96,10 +96,28 @@ def job_summary(job: Job | None) -> dict[str, Any] | None:
             "rolled_back": job.rolled_back}
 
 
+def load_job(path: Path) -> Job | None:
+    """The job in ``path``, or ``None`` if the file is missing, torn, or has fields of the wrong type."""
+    data = read_json(path)
+    if not data:
+        return None
+    try:
+        job = Job.from_dict(data)
+        valid = (isinstance(job.id, str) and bool(_MD5.match(job.md5)) and isinstance(job.length, int)
+                 and job.state in (*TERMINAL, "processing") and isinstance(job.attempts, int)
+                 and isinstance(job.retry_at, (int, float)) and isinstance(job.error, dict)
+                 and isinstance(job.lkg, dict) and isinstance(job.rolled_back, dict)
+                 and all(isinstance(s.state, str) for s in job.stages.values()))
+    except (TypeError, ValueError, AttributeError, KeyError):
+        return None
+    return job if valid else None
+
+
 class JobStore:
     """Jobs and the installed version, in the state directory."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, warn: Callable[[str], None] | None = None) -> None:
+        self.warn = warn
         self.dir = Path(root) / "jobs"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.installed_path = Path(root) / "installed.json"
@@ -117,26 +135,26 @@ class JobStore:
             write_json_atomic(self.dir / "current", {"id": job.id})
 
     def current(self) -> Job | None:
-        """The job in progress, if any."""
-        pointer = read_json(self.dir / "current")
+        """The job in progress, if any; a job file that cannot be trusted is moved aside (with a warning)."""
+        pointer_path = self.dir / "current"
+        if not pointer_path.exists():
+            return None
+        pointer = read_json(pointer_path)
         job_id = pointer.get("id") if pointer else None
-        if not isinstance(job_id, str) or "/" in job_id:
+        if not isinstance(job_id, str) or not re.fullmatch(r"[0-9A-Za-z-]{1,64}", job_id):
+            quarantine(pointer_path, "does not name a job", self.warn)
             return None
-        data = read_json(self.dir / f"{job_id}.json")
-        try:
-            return Job.from_dict(data) if data else None
-        except TypeError:
-            return None
+        path = self.dir / f"{job_id}.json"
+        job = load_job(path)
+        if job is None:
+            if path.exists():
+                quarantine(path, "is not a usable job (torn, garbage or wrong types)", self.warn)
+            quarantine(pointer_path, f"named job {job_id}, which cannot be used", self.warn)
+        return job
 
     def latest(self) -> Job | None:
         """The most recently updated job."""
-        jobs = []
-        for path in self.dir.glob("*.json"):
-            data = read_json(path)
-            try:
-                jobs.append(Job.from_dict(data)) if data else None
-            except TypeError:
-                continue
+        jobs = [job for path in self.dir.glob("*.json") if (job := load_job(path)) is not None]
         return max(jobs, key=lambda j: j.updated, default=None)
 
     def installed(self) -> dict[str, Any]:
