@@ -168,9 +168,22 @@ def test_sideload_killed_midway_leaves_the_card_repaired_by_the_next_one(rig, tm
             break
     proc.wait(timeout=30)
     assert r.card.hub_mode == "dfu" and r.card.dfu_state == "downloading"  # died with the card in DFU mode
-    again = run_cli("sideload", str(image), "--notecard", r.servers[0].path, "--state-dir", state)
+    again = run_cli("sideload", str(image), "--notecard", r.servers[0].path, "--state-dir", state, "--json")
     assert again.returncode == 0, again.stderr
     assert r.card.hub_mode == "continuous" and r.card.image == image.read_bytes()
+    assert events(again.stdout)[-1]["result"]["binary"]  # whatever the kill left in the binary store
+
+
+@pytest.mark.parametrize("direction", ["sideload", "fetch"])
+def test_a_binary_store_left_damaged_is_emptied_and_binary_mode_kept(sim, tmp_path, direction):
+    card, spec = sim(mode="continuous")
+    card.binary_error = "binary data does not match its md5"  # a transfer cut off mid-chunk, as after a kill
+    if direction == "sideload":
+        card.image, card.dfu_state = None, "idle"
+        assert sideload(spec, tmp_path / "state", padded("1.1.0", 9_000)).binary
+    else:
+        assert fetch(spec, tmp_path / "state").binary
+    assert card.binary_error == ""
 
 
 def test_sideload_of_a_missing_or_empty_file_is_a_usage_error(tmp_path):

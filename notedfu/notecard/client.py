@@ -181,9 +181,18 @@ class CardClient:
         try:
             capacity = self.request({"req": "card.binary"}).get("max")
         except CardRequestError as exc:
-            if exc.code == "E_NOT_SUPPORTED" or "bad-bin" in exc.tags:
+            if exc.code == "E_NOT_SUPPORTED":
                 return 0
-            raise
+            if "bad-bin" not in exc.tags:
+                raise
+            # The store holds what an interrupted transfer left (note-c swallows {bad-bin} because it
+            # overwrites the data): the card does have binary mode, so empty the store and ask again.
+            try:
+                capacity = self.request({"req": "card.binary", "delete": True}).get("max")
+            except CardRequestError as again:
+                if again.code == "E_NOT_SUPPORTED" or "bad-bin" in again.tags:
+                    return 0
+                raise
         return capacity if isinstance(capacity, int) and not isinstance(capacity, bool) and capacity > 0 else 0
 
     def binary_get(self, length: int, expected_md5: str | None = None) -> bytes:

@@ -35,6 +35,9 @@ INTRA_LINE_TIMEOUT = 1.0  # note-c CARD_INTRA_TRANSACTION_TIMEOUT_SEC: a started
 RESET_TRIES = 10  # note-c CARD_RESET_SYNC_RETRIES
 RESET_DRAIN = 0.5  # note-c CARD_RESET_DRAIN_MS: how long to listen for the echo of a newline
 RESET_QUIET = 0.1  # after a clean "\r\n" echo, this long with nothing more is enough
+# A card still waiting for the binary data a dead host announced (card.binary.put) takes each newline as
+# data until the line has been quiet for its inter-byte timeout (note-c's is 1 s): pause longer than that.
+SILENT_CARD_PAUSE = 1.2
 I2C_MAX_TRANSFER = 253  # 255 minus the 2-byte header (note-c NOTE_I2C_MAX_MAX, note-go CardI2CMax)
 I2C_NACK_WAIT = 1.0  # note-c CARD_REQUEST_I2C_NACK_WAIT_MS: a card that NACKs is busy
 SERIAL_READ_SLICE = 0.25  # longest single blocking serial read; deadlines are checked between reads
@@ -218,13 +221,15 @@ class SerialLink(_LineBuffer):
 
     def reset(self) -> None:
         """note-c's handshake: a bare ``\\n`` until the card echoes only ``\\r\\n``."""
+        pause = RESET_DRAIN
         for attempt in range(RESET_TRIES):
             if attempt:
-                time.sleep(RESET_DRAIN)
+                time.sleep(pause)
             self.discard_input()
             self._write(b"\n")
             if self._echo_is_clean(RESET_DRAIN):
                 return
+            pause = SILENT_CARD_PAUSE
         raise LinkError(f"{self.name}: the Notecard does not answer (no echo of a newline in {RESET_TRIES} tries)",
                         code="E_LINK_NO_ANSWER")
 

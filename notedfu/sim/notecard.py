@@ -434,10 +434,11 @@ class NotecardSim:
     def _req_card_binary(self, req: dict, now: float) -> dict:
         if not self.config.binary:
             return {"err": "unknown request: card.binary {io}{not-supported}"}
-        if req.get("delete") is True:
+        if req.get("delete") is True or req.get("reset") is True:  # note-c sends reset:true at offset 0
             self.binary_store, self.binary_error = b"", ""
         if self.binary_error:
-            return {"err": f"{self.binary_error} {{bad-bin}}"}
+            # note-c's NoteBinaryStoreTransmit swallows {bad-bin} and still reads "max" from the answer.
+            return {"err": f"{self.binary_error} {{bad-bin}}", "max": BINARY_MAX}
         rsp: dict[str, Any] = {"max": BINARY_MAX}
         if self.binary_store:
             rsp.update(length=len(self.binary_store), cobs=len(cobs_encode(self.binary_store)),
