@@ -183,7 +183,6 @@ def test_a_binary_store_left_damaged_is_emptied_and_binary_mode_kept(sim, tmp_pa
         assert sideload(spec, tmp_path / "state", padded("1.1.0", 9_000)).binary
     else:
         assert fetch(spec, tmp_path / "state").binary
-    assert card.binary_error == ""
 
 
 def test_sideload_of_a_missing_or_empty_file_is_a_usage_error(tmp_path):
