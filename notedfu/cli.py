@@ -146,7 +146,8 @@ def events_for(args: argparse.Namespace, source: str = "NOTECARD") -> tuple[Even
     """JSON lines with --json or when stdout is not a terminal; a progress bar otherwise."""
     if getattr(args, "json", False) or not sys.stdout.isatty():
         args.json = True
-        return Events(json_lines_sink(sys.stdout), source=source), lambda: None
+        args.events = Events(json_lines_sink(sys.stdout), source=source)  # main() ends it with FAILURE
+        return args.events, lambda: None
     progress = RichProgress(sys.stderr)
     return Events(progress, source=source), progress.close
 
@@ -476,6 +477,8 @@ def main(argv: list[str] | None = None) -> int:
         error = NotedfuError(f"{type(exc).__name__}: {exc} (NOTEDFU_DEBUG=1 shows the traceback)",
                              code="E_INTERNAL")
     if getattr(args, "json", False):
-        json_lines_sink(sys.stdout)({"type": "status", "status": "FAILURE", "error": error.as_dict()})
+        # The command's own event stream (its source, its event file) when it got that far.
+        events = getattr(args, "events", None) or Events(json_lines_sink(sys.stdout), source="LOCAL")
+        events.status("FAILURE", error=error.as_dict())
     print(f"notedfu: {error}", file=sys.stderr)
     return int(error.exit_code)

@@ -129,7 +129,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
     if args.json:
-        print(json.dumps({"type": "summary", **summary}, separators=(",", ":")), flush=True)
+        events.emit("summary", **summary)
     else:
         print(_render(summary, args.workdir))
     if interrupted:

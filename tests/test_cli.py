@@ -167,9 +167,9 @@ def test_nothing_ready_exit_code(pty_card):
     done = run_cli("fetch", "--notecard", device)
     assert done.returncode == ExitCode.NOT_READY
     assert done.stderr.strip().startswith("notedfu: E_DOWNLOADING:")
-    assert events(done.stdout)[-1] == {"type": "status", "status": "FAILURE",
-                                       "error": {"code": "E_DOWNLOADING",
-                                                 "message": events(done.stdout)[-1]["error"]["message"]}}
+    failure = events(done.stdout)[-1]
+    assert failure["status"] == "FAILURE" and failure["error"]["code"] == "E_DOWNLOADING"
+    assert failure["source"] == "NOTECARD" and isinstance(failure["time"], float)  # like every event
 
 
 def test_hostile_metadata_exit_code(pty_card, tmp_path):

@@ -202,7 +202,8 @@ def test_cancel_stops_the_download_and_is_refused_once_the_flash_began(daemon, r
 def test_sigterm_during_the_download_hands_the_card_back_and_the_next_start_continues(daemon, rig):
     r = rig(offered=padded("1.1.0", 48 * 1024), per_kib="0.05")
     d = daemon(r)
-    d.wait(lambda: (d.status().get("job") or {}).get("stages", {}).get("enter_dfu", {}).get("state") == "running")
+    d.wait(lambda: "running" in [((d.status().get("job") or {}).get("stages", {}).get(name) or {}).get("state")
+                                 for name in ("enter_dfu", "transfer")])  # the card is going into DFU mode
     time.sleep(0.5)
     assert d.stop() == 0
     assert r.card.hub_mode == "continuous" and r.chip.writes == 0

@@ -55,6 +55,26 @@ def test_firmware_that_never_prints_its_banner_is_unconfirmed(rig, tmp_path):
     assert r.card.hub_mode == "continuous"
 
 
+def test_events_say_each_stage_once_in_order_with_time_source_and_a_result(rig, tmp_path):
+    r = rig()
+    done = r.update()
+    assert done.returncode == 0, done.stderr
+    seen = events(done.stdout)
+    assert all(isinstance(e["time"], float) and e["source"] == "NOTECARD" for e in seen)
+    assert [e["stage"] for e in seen if e.get("status") == "RUN"] == \
+        ["check", "enter_dfu", "transfer", "verify", "exit_dfu", "flash", "boot", "confirm", "report"]
+    numbers = [e["number"] for e in seen if e["type"] == "step"]
+    assert numbers == sorted(numbers)  # steps never go back
+    success = seen[-1]
+    assert success["status"] == "SUCCESS" and success["result"]["version"] == "1.1.0"
+    assert success["result"]["state"] == "success" and success["result"]["md5"] == seen[0]["md5"]
+    # A failure before anything was opened is an event like the others.
+    bad = r.update("--boot0", "bogus")
+    failure = events(bad.stdout)[-1]
+    assert bad.returncode == ExitCode.USAGE and failure["status"] == "FAILURE", bad.stdout
+    assert isinstance(failure["time"], float) and failure["source"] and failure["error"]["code"]
+
+
 def test_same_version_is_up_to_date_and_lower_is_refused(rig):
     r = rig()
     assert r.update().returncode == 0

@@ -15,7 +15,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from notedfu.checksums import file_digests, md5_hex
 from notedfu.errors import BadResponseError, IntegrityError, LinkError, NotedfuError, NotReadyError
@@ -121,11 +121,18 @@ class Downloader:
     """Fetches the image the Notecard holds into the staging directory."""
 
     def __init__(self, client: CardClient, staging: Staging, events: Events | None = None,
-                 options: FetchOptions | None = None) -> None:
+                 options: FetchOptions | None = None, *, on_stage: Callable[[str], None] | None = None,
+                 check_image: Callable[[Path], None] | None = None) -> None:
+        """``on_stage(name)`` is called as enter_dfu, transfer, verify and exit_dfu begin (exit_dfu only after
+        a success: after a failure the card is handed back too, but the failure is the news); an observer may
+        raise to stop, and the card is still handed back. ``check_image(path)`` runs on the verified image
+        before the card is handed back (a signature check) and may raise to refuse it."""
         self.client = client
         self.staging = staging
         self.events = events or Events()
         self.options = options or FetchOptions()
+        self.on_stage = on_stage or (lambda name: None)
+        self.check_image = check_image
         self.mode = CardMode(client, staging, self.events)
         if staging.warn is None:
             staging.warn = lambda text: self.events.message(text, "warning")
@@ -159,11 +166,14 @@ class Downloader:
 
         saved = self.mode.remember()
         try:
+            self.on_stage("enter_dfu")
             self.events.step("enter_dfu", "switching the Notecard to DFU mode")
             self._enter_dfu()
+            self.on_stage("transfer")
             self.events.step("transfer", "reading the image from the Notecard", percent=0.0,
                              done=journal.verified, total=image.length)
             self._transfer(journal, result)
+            self.on_stage("verify")
             self.events.step("verify", "verifying length, MD5 and CRC-32")
             try:
                 result.path = self._verify(journal)
@@ -180,6 +190,9 @@ class Downloader:
                 self._transfer(journal, result)
                 self.events.step("verify", "verifying length, MD5 and CRC-32")
                 result.path = self._verify(journal)
+            if self.check_image is not None:
+                self.check_image(result.path)
+            self.on_stage("exit_dfu")  # after a failure the card is handed back too, but the failure is the news
         finally:
             self.events.step("exit_dfu", "handing the Notecard back")
             result.card_mode = self.mode.hand_back(saved)

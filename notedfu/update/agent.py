@@ -36,7 +36,7 @@ from notedfu.target.flasher import FlashOptions, plan_flash
 from notedfu.target.image import Segment, firmware_info
 from notedfu.target.lines import ENTER_BOOTLOADER, RUN_APPLICATION
 from notedfu.target.session import TargetOptions, TargetSession
-from notedfu.update.job import Job, JobStore
+from notedfu.update.job import Job, JobStore, job_summary
 from notedfu.update.signature import public_key_from_text, split_signed, verified_payload
 
 _VERSION = re.compile(r"^\s*v?(\d+)\.(\d+)(?:\.(\d+))?")
@@ -81,6 +81,8 @@ class Cancelled(NotedfuError):
 DOWNLOAD_STAGES = ("enter_dfu", "transfer", "verify", "exit_dfu")
 
 # Stages a cancel may still stop: after the flash has begun, stopping would leave the target without firmware.
+OBSERVED_STAGES = ("enter_dfu", "transfer", "exit_dfu")
+"""Stages run by one download call: the downloader says when each begins (``_download_stage``)."""
 CANCELLABLE = ("check", "enter_dfu", "transfer", "verify", "exit_dfu", "flash")
 
 
@@ -157,7 +159,8 @@ class Updater:
             return
         self.client = open_notecard(nc.spec, baud=nc.baud, timeout=nc.timeout)
         self.downloader = Downloader(self.client, self.staging, self.events,
-                                     FetchOptions(ready_timeout=nc.ready_timeout))
+                                     FetchOptions(ready_timeout=nc.ready_timeout),
+                                     on_stage=self._download_stage, check_image=self._check_downloaded)
 
     def _close_card(self) -> None:
         if self.client is not None:
@@ -242,7 +245,8 @@ class Updater:
             self._report_stop(job, ok=True, text=f"already running {job.version}")
         self.store.clear_pending()
         self.store.save(job)
-        self.events.status("SUCCESS", state="up_to_date", job=job.id, version=job.version)
+        self.events.status("SUCCESS", state="up_to_date", job=job.id, version=job.version,
+                           result=job_summary(job))
         return Outcome("up_to_date", job)
 
     def _decide(self, job: Job) -> str:
@@ -352,7 +356,8 @@ class Updater:
             if failure.permanent or job.attempts >= self.config.agent.retry_limit:
                 return self._fail(job, failure)
             return self._retry_later(job, failure)
-        self.events.status("SUCCESS", job=job.id, version=job.version, state=job.state)  # once saved as done
+        self.events.status("SUCCESS", job=job.id, version=job.version, state=job.state,  # once saved as done
+                           result=job_summary(job))
         return Outcome(job.state, job)
 
     def _stage(self, job: Job, name: str) -> None:
@@ -363,10 +368,15 @@ class Updater:
             with self._cancel_lock:  # a cancel is either seen here or refused: never left for another job
                 if self.cancel_requested.is_set() and name in CANCELLABLE and not self.flashing:
                     raise Cancelled("cancelled on request before the target was touched")
-                stage.state, stage.started = "running", time.time()
-            self.store.save(job)
-            self.events.status("RUN", job=job.id, stage=name)
-            result = getattr(self, f"_stage_{name}")(job)
+                observed = self._in_download(job, name)  # the downloader says when those begin
+                if not observed:
+                    stage.state, stage.started = "running", time.time()
+            if observed:
+                self._download(job)  # sets the download stages' states itself
+            else:
+                self.store.save(job)
+                self.events.status("RUN", job=job.id, stage=name)
+                result = getattr(self, f"_stage_{name}")(job)
         except Interrupted:
             # Not a failure of the stage: it starts again, from where its own journal says, next time.
             name = self._blame(job, name)
@@ -379,6 +389,8 @@ class Updater:
             stage.state, stage.code, stage.message, stage.ended = "error", exc.code, exc.message, time.time()
             self.store.save(job)
             raise StageFailed(name, exc) from exc
+        if observed:
+            return
         stage.state = "skipped" if result == "skipped" else "done"
         stage.ended = time.time()
         self.store.save(job)
@@ -394,20 +406,39 @@ class Updater:
             job.stages[stage].state = "done"
         return failed
 
+    @staticmethod
+    def _in_download(job: Job, name: str) -> bool:
+        """Whether the stage is run by the download call: enter_dfu, transfer, exit_dfu, and verify until
+        the image is staged (a run killed while verifying goes on with the download)."""
+        return name in OBSERVED_STAGES or (name == "verify" and job.source == "NOTECARD"
+                                           and job.stages["exit_dfu"].state not in ("done", "skipped"))
+
+    def _download_stage(self, name: str) -> None:
+        """The downloader begins a stage: the stages before it are done, the job file says so (a status or a
+        restart sees where it is), then RUN is said."""
+        self._download_step = name
+        job = self.job
+        if job is None:
+            return
+        now = time.time()
+        for earlier in DOWNLOAD_STAGES[:DOWNLOAD_STAGES.index(name)]:
+            if job.stages[earlier].state == "running":
+                job.stages[earlier].state, job.stages[earlier].ended = "done", now
+        job.stages[name].state, job.stages[name].started = "running", now
+        self.store.save(job)
+        self.events.status("RUN", job=job.id, stage=name)
+
+    def _check_downloaded(self, path: Path) -> None:
+        """The verify stage's own check (the signature), before the card is handed back."""
+        if self.job is not None:
+            self._check_image(self.job)
+
     def _watch(self, event: dict[str, Any]) -> None:
-        """An events sink: notes the downloader's stage, and stops the download when a cancel is pending.
+        """An events sink: stops the download when a cancel is pending.
 
         It raises only on step events emitted inside the downloader's ``try``
         (never on ``exit_dfu``), so the card is always handed back.
         """
-        if event["type"] == "step" and event["step"] in ("enter_dfu", "transfer", "verify"):
-            self._download_step = event["step"]
-            job = self.job
-            if event["step"] == "transfer" and job is not None and job.stages["transfer"].state == "pending":
-                # The card is in DFU mode: the job file says so, so that a status or a restart sees "transfer".
-                job.stages["enter_dfu"].state, job.stages["enter_dfu"].ended = "done", time.time()
-                job.stages["transfer"].state, job.stages["transfer"].started = "running", time.time()
-                self.store.save(job)
         if (self.cancel_requested.is_set() and not self.flashing and event["type"] == "step"
                 and event["step"] in ("enter_dfu", "transfer", "verify")):
             self.cancel_requested.clear()
@@ -439,18 +470,21 @@ class Updater:
             raise
         if result.image.md5 != job.md5:
             raise ImageSuperseded(f"the card now offers {result.image.md5}, not {job.md5}")
-        for name in ("enter_dfu", "transfer", "exit_dfu"):
-            if job.stages[name].state != "done":
-                job.stages[name].state = "done"
-                job.stages[name].ended = time.time()
+        now = time.time()
+        for name in DOWNLOAD_STAGES:
+            stage = job.stages[name]
+            if not result.already_staged:
+                stage.state, stage.ended = "done", now  # each ran, the signature check included
+            elif stage.state != "done":  # staged earlier: the card was not needed, the signature still is
+                stage.state = "pending" if name == "verify" else "skipped"
         self.store.save(job)
-
-    _stage_enter_dfu = _download
-    _stage_transfer = _download
-    _stage_exit_dfu = _download
 
     def _stage_verify(self, job: Job) -> None:
         """Length, MD5 and CRC-32 were checked as the image was staged; here: the signature."""
+        self._check_image(job)
+
+    def _check_image(self, job: Job) -> None:
+        """The signature (with a key configured), and the version the image says it is."""
         if self.public_key is not None:
             self.events.step("verify", "checking the image's Ed25519 signature")
         payload = self._payload(job)

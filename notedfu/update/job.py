@@ -92,8 +92,8 @@ def job_summary(job: Job | None) -> dict[str, Any] | None:
     """The few fields of a job that `notedfu status` shows for the last one."""
     if job is None:
         return None
-    return {"id": job.id, "state": job.state, "md5": job.md5, "version": job.version, "error": job.error,
-            "rolled_back": job.rolled_back}
+    return {"id": job.id, "state": job.state, "source": job.source, "md5": job.md5, "version": job.version,
+            "unchanged": job.unchanged, "error": job.error, "rolled_back": job.rolled_back}
 
 
 def load_job(path: Path) -> Job | None:
