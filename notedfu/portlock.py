@@ -25,7 +25,7 @@ import tempfile
 import urllib.parse
 from pathlib import Path
 
-from notedfu.errors import Busy, NotedfuError
+from notedfu.errors import Busy, UsageError
 
 ENV_LOCK_DIR = "NOTEDFU_LOCK_DIR"
 
@@ -110,8 +110,9 @@ class PortLock:
         try:
             fd = self._open()
         except OSError as exc:
-            raise NotedfuError(f"cannot lock {self.what} {self.target}: {self.path}: {exc.strerror}",
-                               code="E_LOCK") from exc
+            raise UsageError(f"cannot lock {self.what} {self.target}: {self.path}: {exc.strerror} (set "
+                             "NOTEDFU_LOCK_DIR to a directory every notedfu on this host can write)",
+                             code="E_LOCK") from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

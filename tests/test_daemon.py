@@ -4,13 +4,14 @@ the client commands (status, install, approve, cancel, events) — all against t
 from __future__ import annotations
 
 import json
-import shutil
 import os
+import shutil
 import signal
 import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -20,7 +21,7 @@ import pytest
 import notedfu
 
 from conftest import run_cli
-from notedfu.errors import ExitCode
+from notedfu.errors import ExitCode, NotedfuError
 from notedfu.update.control import MAX_REQUEST, ControlClient
 from notedfu.update.job import JobStore
 from rig import padded, toml
@@ -151,7 +152,7 @@ def test_install_streams_an_image_refuses_a_second_and_subscribers_see_it_all(da
     first = run_cli("install", str(image), "--stream", "--socket", str(d.socket))
     assert first.returncode == 0 and "queued" in first.stdout, first.stderr
     second = run_cli("install", str(image), "--socket", str(d.socket))
-    assert second.returncode == ExitCode.USAGE and "E_BUSY" in second.stderr
+    assert second.returncode == ExitCode.LINK and "E_BUSY" in second.stderr
     watcher.wait(timeout=60)
     reader.join()
     job_events = seen[next(i for i, e in enumerate(seen) if e.get("status") == "START"):]  # polls said IDLE before
@@ -163,6 +164,48 @@ def test_install_streams_an_image_refuses_a_second_and_subscribers_see_it_all(da
     assert any(e["type"] == "step" and e["step"] == "flash" and (e.get("percent") or 0) > 50 for e in seen)
     assert r.flash_file.read_bytes().startswith(image.read_bytes())
     assert JobStore(r.state).latest().source == "IPC"
+
+
+PLAIN_PYTHON = "/usr/bin/python3"  # the venv's may sit where an unprivileged user cannot reach
+AS_NOBODY = """
+import json, socket, sys
+with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+    sock.connect(sys.argv[1])
+    sock.sendall(json.dumps({"cmd": "install", "path": sys.argv[2]}).encode() + b"\\n")
+    print(sock.makefile().readline())
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists(PLAIN_PYTHON),
+                    reason="running a client as another user needs root and a system python3")
+def test_install_by_path_reads_only_what_the_client_could_read_and_stages_it_0600(daemon, rig):
+    r = rig()
+    shared = Path(tempfile.mkdtemp(prefix="notedfu-peer-"))  # a place an unprivileged user can reach
+    try:
+        shared.chmod(0o755)
+        d = daemon(r, "--socket", str(shared / "notedfu.sock"))
+        (shared / "notedfu.sock").chmod(0o666)  # as an admin sharing the socket with a group would
+        secret, public = shared / "secret.bin", shared / "public.bin"
+        secret.write_bytes(padded("1.1.0"))
+        secret.chmod(0o600)  # root's: the daemon could read it, the client cannot
+        public.write_bytes(padded("1.1.0"))
+        public.chmod(0o644)
+
+        def install_as_nobody(path: Path) -> dict:
+            done = subprocess.run([PLAIN_PYTHON, "-c", AS_NOBODY, str(shared / "notedfu.sock"), str(path)],
+                                  user=65534, group=65534, capture_output=True, text=True, timeout=30)
+            assert done.returncode == 0, done.stderr
+            return json.loads(done.stdout)
+
+        refused = install_as_nobody(secret)
+        assert refused["ok"] is False and refused["code"] == "E_IMAGE_FILE" and "may not read" in refused["error"]
+        assert not list((r.state / "staging").glob("*.bin"))  # nothing of it was copied
+        assert install_as_nobody(public)["ok"] is True
+        d.wait(lambda: r.flash_file.read_bytes().startswith(public.read_bytes()))
+        staged = list((r.state / "staging").glob("*.bin"))
+        assert staged and all(p.stat().st_mode & 0o777 == 0o600 for p in staged)
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
 
 
 def test_manual_policy_announces_and_installs_after_approval_over_the_socket(daemon, rig):
@@ -234,7 +277,7 @@ def test_a_second_daemon_on_the_same_state_is_refused(daemon, rig):
                              "--target", d.rig.servers[1].path, "--state-dir", str(d.rig.state),
                              "--socket", str(d.rig.tmp / "other.sock")],
                             capture_output=True, text=True, timeout=30)
-    assert second.returncode != 0 and "E_BUSY" in second.stderr
+    assert second.returncode == ExitCode.LINK and "E_BUSY" in second.stderr
     assert d.status()["ok"] is True
 
 
@@ -271,3 +314,16 @@ def test_a_card_slow_to_enter_dfu_mode_keeps_its_image_and_the_attempt_after_the
     assert JobStore(r.state).latest().attempts == 2  # the same job, its second attempt
     assert r.card.reports[0] == {"stop": True, "status": "firmware 1.1.0 installed"}
     assert r.flash_file.read_bytes().startswith(r.offered)
+
+
+def test_a_socket_that_takes_the_request_and_never_answers_is_a_clear_error(tmp_path):
+    path = tmp_path / "silent.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as silent:
+        silent.bind(str(path))
+        silent.listen()  # accepts (the kernel does), never reads, never answers
+        with pytest.raises(NotedfuError) as info:
+            ControlClient(path, timeout=0.5).request({"cmd": "status"})
+    assert info.value.code == "E_SOCKET" and info.value.exit_code == ExitCode.NO_DAEMON
+    assert "did not answer within 0.5 s" in info.value.message
+    typo = run_cli("approve", "0" * 32, "--socket", str(tmp_path / "typo.sock"))
+    assert typo.returncode == ExitCode.NO_DAEMON and "E_NO_DAEMON" in typo.stderr, typo.stderr

@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterator
 from filelock import FileLock
 
 from notedfu.checksums import crc32, md5_hex
-from notedfu.errors import NotedfuError
+from notedfu.errors import NotedfuError, UsageError
 
 _MD5 = re.compile(r"^[0-9a-f]{32}$")
 ENV_STATE_DIR = "NOTEDFU_STATE_DIR"
@@ -79,6 +79,10 @@ def read_json(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+IMAGE_MODE = 0o600
+"""Staged images are the service's own: an image a client asked for stays readable by its owner only."""
 
 
 class StagingError(NotedfuError):
@@ -148,7 +152,8 @@ class Staging:
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise NotedfuError(f"cannot use state directory {self.root}: {exc}", code="E_STATE_DIR") from exc
+            raise UsageError(f"cannot use state directory {self.root}: {exc.strerror or exc} (check the path and "
+                             "its permissions, or give another with --state-dir)", code="E_STATE_DIR") from exc
         self.lock = FileLock(str(self.root / "agent.lock"))
 
     # -------------------------------------------------------- card mode
@@ -212,7 +217,7 @@ class Staging:
 
     def open_part(self, journal: Journal) -> int:
         """A file descriptor on the ``.part`` file, for ``write_chunk``."""
-        return os.open(self.paths(journal.md5)[0], os.O_RDWR | os.O_CREAT, 0o644)
+        return os.open(self.paths(journal.md5)[0], os.O_RDWR | os.O_CREAT, IMAGE_MODE)
 
     def write_chunk(self, fd: int, journal: Journal, offset: int, data: bytes) -> None:
         """Put a verified chunk on disk, then move the journal past it."""
@@ -238,7 +243,9 @@ class Staging:
         """Stage a whole image that came from elsewhere (a local file, the control socket)."""
         md5 = md5_hex(data)
         part, _, final = self.paths(md5)
-        with disk("staging an image", self.dir, len(data)), open(part, "wb") as stream:
+        with disk("staging an image", self.dir, len(data)), \
+                os.fdopen(os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, IMAGE_MODE), "wb") as stream:
+            os.fchmod(stream.fileno(), IMAGE_MODE)  # a .part left by an older run may have had another mode
             stream.write(data)
             stream.flush()
             os.fsync(stream.fileno())

@@ -107,6 +107,7 @@ class ImageSuperseded(NotedfuError):
     """The card no longer offers the job's image: the job is dropped, nothing is reported."""
 
     code = "E_IMAGE_CHANGED"
+    exit_code = ExitCode.TRY_LATER
 
 
 def _clock(when: float) -> str:

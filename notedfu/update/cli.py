@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from notedfu.errors import ExitCode, UsageError
+from notedfu.errors import Busy, ExitCode, UsageError
 from notedfu.events import Events, LogSink, file_sink, json_lines_sink
 from notedfu.target.cli import seconds
 
@@ -162,7 +162,8 @@ def _answer(answer: dict[str, Any]) -> dict[str, Any]:
     from notedfu.update.control import ControlError
 
     if not answer.get("ok"):
-        raise ControlError(str(answer.get("error", "refused")), code=str(answer.get("code", "E_REFUSED")))
+        text, code = str(answer.get("error", "refused")), str(answer.get("code", "E_REFUSED"))
+        raise Busy(text) if code == "E_BUSY" else ControlError(text, code=code)
     return answer
 
 

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from notedfu.errors import Busy, ExitCode, NotedfuError, UsageError
+from notedfu.update.peer import Peer
 
 MAX_REQUEST = 64 * 1024
 COMMANDS = ("status", "install", "approve", "cancel", "subscribe")
@@ -60,9 +61,10 @@ class NoDaemon(NotedfuError):
 class Connection:
     """One client, as the handler sees it."""
 
-    def __init__(self, rfile: Any, wfile: Any) -> None:
+    def __init__(self, rfile: Any, wfile: Any, peer: Peer | None = None) -> None:
         self.rfile = rfile
         self.wfile = wfile
+        self.peer = peer  # who connected (SO_PEERCRED), None where the platform cannot say
 
     def send(self, message: dict[str, Any]) -> None:
         """One JSON line to the client (raises ``OSError`` once it has gone)."""
@@ -117,7 +119,7 @@ class _RequestHandler(socketserver.StreamRequestHandler):
     timeout = 30.0  # a client that connects and says nothing does not hold a thread forever
 
     def handle(self) -> None:
-        connection = Connection(self.rfile, self.wfile)
+        connection = Connection(self.rfile, self.wfile, Peer.of(self.request))
         try:
             request = parse_request(self.rfile.readline(MAX_REQUEST + 1))
             if request["cmd"] == "subscribe":
@@ -191,7 +193,7 @@ def _claim(path: Path) -> None:
     except FileNotFoundError:
         return
     if not stat.S_ISSOCK(mode):
-        raise UsageError(f"{path} exists and is not a socket", code="E_SOCKET")
+        raise UsageError(f"{path} exists and is not a socket", code="E_SOCKET_PATH")
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         probe.connect(str(path))
@@ -235,22 +237,22 @@ class ControlClient:
                 sock.sendall(json.dumps(request).encode() + b"\n" + payload)
                 line = sock.makefile("rb").readline(MAX_REQUEST)
             except TimeoutError:
-                raise ControlError(f"the daemon on {self.path} took the request but did not answer within "
+                raise NoDaemon(f"the daemon on {self.path} took the request but did not answer within "
                                    f"{self.timeout:g} s (is it stuck? `systemctl status notedfu`)",
                                    code="E_SOCKET") from None
             except OSError as exc:
-                raise ControlError(f"talking to the daemon on {self.path} failed: {exc.strerror or exc}",
+                raise NoDaemon(f"talking to the daemon on {self.path} failed: {exc.strerror or exc}",
                                    code="E_SOCKET") from None
         if not line:
-            raise ControlError(f"the daemon on {self.path} closed the connection without an answer",
+            raise NoDaemon(f"the daemon on {self.path} closed the connection without an answer",
                                code="E_SOCKET")
         try:
             answer = json.loads(line)
         except ValueError:
-            raise ControlError(f"the daemon answered something that is not JSON: {line[:80]!r}",
+            raise NoDaemon(f"the daemon answered something that is not JSON: {line[:80]!r}",
                                code="E_BAD_ANSWER") from None
         if not isinstance(answer, dict):
-            raise ControlError("the daemon's answer is not a JSON object", code="E_BAD_ANSWER")
+            raise NoDaemon("the daemon's answer is not a JSON object", code="E_BAD_ANSWER")
         return answer
 
     def events(self) -> Iterator[dict[str, Any]]:

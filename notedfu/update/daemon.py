@@ -15,7 +15,9 @@ would leave the target without firmware until the next start.
 from __future__ import annotations
 
 import dataclasses
+import os
 import queue
+import stat
 import threading
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ from notedfu.notecard.dfu import MAX_IMAGE_BYTES
 from notedfu.update.agent import LocalImage, Outcome, Updater
 from notedfu.update.control import Connection, ControlError, ControlServer
 from notedfu.update.job import job_summary
+from notedfu.update.peer import Peer
 from notedfu.update.sdnotify import Notifier
 
 
@@ -148,30 +151,21 @@ class Daemon:
 
     def _cmd_install(self, request: dict[str, Any], connection: Connection) -> dict[str, Any]:
         if busy := self._busy():  # refused before reading a byte of the image
-            raise ControlError(f"busy: {busy}", code="E_BUSY")
+            raise Busy(f"busy: {busy}")
         if request.get("stream") is True:
             length = request.get("length")
             if not isinstance(length, int) or isinstance(length, bool) or not 0 < length <= MAX_IMAGE_BYTES:
                 raise ControlError(f"install: length must be an integer in 1..{MAX_IMAGE_BYTES}")
             image = LocalImage(connection.read_exact(length), source="IPC")
         elif isinstance(request.get("path"), str):
-            path = Path(request["path"])
-            if not path.is_absolute():
-                raise ControlError("install: path must be absolute (the daemon has its own working directory)")
-            try:
-                size = path.stat().st_size
-                if size > MAX_IMAGE_BYTES:
-                    raise ControlError(f"install: {path} is larger than {MAX_IMAGE_BYTES} bytes", code="E_IMAGE_FILE")
-                image = LocalImage(path.read_bytes(), source="LOCAL")
-            except OSError as exc:
-                raise ControlError(f"install: cannot read {path}: {exc.strerror}", code="E_IMAGE_FILE") from None
+            image = LocalImage(_read_for(connection.peer, Path(request["path"])), source="LOCAL")
         else:
             raise ControlError('install: give "path" (absolute) or "stream": true with "length"')
         if not image.data:
             raise ControlError("install: the image is empty", code="E_IMAGE_FILE")
         with self._lock:
             if busy := self._busy():  # another install won the race while this one was read
-                raise ControlError(f"busy: {busy}", code="E_BUSY")
+                raise Busy(f"busy: {busy}")
             self._queued = image
         self._wake.set()
         return {"ok": True, "queued": True, "md5": md5_hex(image.data), "length": len(image.data)}
@@ -199,3 +193,34 @@ class Daemon:
             code = "E_NOTHING_TO_CANCEL" if refused == "no job is running" else "E_TOO_LATE"
             raise ControlError(refused, code=code)
         return {"ok": True, "cancelled": job.id}
+
+
+def _read_for(peer: Peer | None, path: Path) -> bytes:
+    """The image at ``path``, read only if the client that named it could read it itself.
+
+    The daemon may run as root: without this, any local user could have it copy ``/etc/shadow`` into staging.
+    The bits are checked on the resolved path, then again on the descriptor actually opened (a path swapped
+    in between is caught), and the final component is never followed as a symlink.
+    """
+    if not path.is_absolute():
+        raise ControlError("install: path must be absolute (the daemon has its own working directory)")
+    refused = ControlError(f"install: {path}: the requesting process may not read it (the daemon reads "
+                           "only what its client could; or stream it: notedfu install --stream)", code="E_IMAGE_FILE")
+    if peer is None and os.geteuid() == 0:
+        raise refused  # no way to know who asked
+    try:
+        resolved = path.resolve(strict=True)
+        if peer is not None and not peer.may_read(resolved):
+            raise refused
+        with os.fdopen(os.open(resolved, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK), "rb") as stream:
+            st = os.fstat(stream.fileno())
+            if peer is not None and not peer.may_read_file(st):
+                raise refused
+            if not stat.S_ISREG(st.st_mode):
+                raise ControlError(f"install: {path} is not a regular file", code="E_IMAGE_FILE")
+            data = b"" if st.st_size > MAX_IMAGE_BYTES else stream.read(MAX_IMAGE_BYTES + 1)
+            if st.st_size > MAX_IMAGE_BYTES or len(data) > MAX_IMAGE_BYTES:
+                raise ControlError(f"install: {path} is larger than {MAX_IMAGE_BYTES} bytes", code="E_IMAGE_FILE")
+            return data
+    except OSError as exc:
+        raise ControlError(f"install: cannot read {path}: {exc.strerror}", code="E_IMAGE_FILE") from None
