@@ -202,6 +202,21 @@ def check_target(problems: Problems, config: Config) -> None:
         return
     check_wiring(problems, {"target.spec": tc.spec, "target.boot0": tc.boot0, "target.reset": tc.reset,
                             "target.enter": tc.enter, "target.run": tc.run})
+    check_backend_options(problems, tc.spec, {"--preserve": tc.preserve, "--verify": tc.verify},
+                          {"--preserve": "target.preserve", "--verify": "target.verify"})
+
+
+def check_backend_options(problems: Problems, spec: str | None, given: dict[str, object],
+                          names: dict[str, str] | None = None) -> None:
+    """Options an external tool backend cannot honour are refused, never ignored (``given``: option → value;
+    ``names``: how the user spelled each option, when not as on the command line)."""
+    from notedfu.target.backends import refusals
+    from notedfu.target.session import split_target
+
+    backend = split_target(spec or "")[0]
+    if backend != "rom":
+        for option, why in refusals(backend, given):
+            problems.add((names or {}).get(option, option), why)
 
 
 def check_wiring(problems: Problems, named: dict[str, str | None]) -> None:
@@ -218,3 +233,5 @@ def check_wiring(problems: Problems, named: dict[str, str | None]) -> None:
     problems.guard(reset_name, line_spec, reset, device)
     problems.guard(enter_name, sequence, enter)
     problems.guard(run_name, sequence, run)
+    check_backend_options(problems, spec, {"--boot0": boot0, "--reset": reset, "--enter": enter, "--run-seq": run},
+                          {"--boot0": boot0_name, "--reset": reset_name, "--enter": enter_name, "--run-seq": run_name})

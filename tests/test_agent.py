@@ -278,3 +278,22 @@ def test_preserved_regions_in_the_config_are_never_erased(rig, tmp_path):
     config.write_text(toml({"target": {"preserve": ["0x0801E000"]}}))
     bad = run_cli("update", "--config", str(config), "--notecard", "sim://notecard")
     assert bad.returncode == ExitCode.USAGE and "target.preserve" in bad.stderr
+
+
+# ------------------------------------------------------------------ external tool backends
+@pytest.mark.skipif(__import__("shutil").which("stm32flash") is None, reason="stm32flash is not installed")
+def test_the_agent_flashes_through_a_backend_spec_and_refuses_what_it_cannot_honour(rig, tmp_path):
+    r = rig()
+    target = f"stm32flash:{r.target_port}?baud=0"  # -b 0: ptys refuse the parity stm32flash asks for
+    argv = [a if a != r.target_port else target for a in r.args()]
+    config = tmp_path / "preserve.toml"
+    config.write_text(toml({"target": {"preserve": ["0x0801f000:0x08020000"]}}))
+    refused = subprocess.run(argv + ["--config", str(config)], capture_output=True, text=True, timeout=60)
+    assert refused.returncode == ExitCode.USAGE and "target.preserve" in refused.stderr, refused.stderr
+    assert r.card.hub_mode == "continuous" and not r.card.reports  # checked before the card was touched
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert r.flash_file.read_bytes().startswith(r.offered) and r.chip.running_app  # stm32flash -g started it
+    job = JobStore(r.state).latest()
+    assert job.state == "success" and job.stages["boot"].state == "skipped" and r.card.host_version == "1.1.0"
+    assert "cannot read the chip back" in done.stdout

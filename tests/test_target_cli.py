@@ -134,6 +134,41 @@ def test_stm32flash_backend(emulator, tmp_path):
     assert chip.running_app  # -g: stm32flash started the application
 
 
+@needs_stm32flash
+def test_a_backend_gets_the_same_checks_and_honours_or_refuses_every_option(emulator, tmp_path):
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from notedfu.update.signature import sign
+
+    chip, device, flash_file = emulator()
+    target = f"stm32flash:{device}?baud=0"
+    before = flash_file.read_bytes()
+    bad = tmp_path / "not-bootable.bin"
+    bad.write_bytes(b"\x00" * 4096)  # no stack pointer in RAM: the ROM path refuses it, so must a backend
+    done = run_cli("flash", str(bad), "--target", target)
+    assert done.returncode == ExitCode.TARGET and "E_IMAGE_NOT_BOOTABLE" in done.stderr, done.stderr
+    for option in (["--preserve", "0x0801f000:0x08020000"], ["--boot0", "rts"], ["--readout-unprotect"]):
+        done = run_cli("flash", str(bad), "--target", target, *option)
+        assert done.returncode == ExitCode.USAGE and option[0] in done.stderr and "stm32flash" in done.stderr, \
+            done.stderr
+    assert flash_file.read_bytes() == before and chip.writes == 0  # the tool never ran
+    payload = app_image(4096)
+    signed = tmp_path / "signed.bin"
+    signed.write_bytes(sign(payload, Ed25519PrivateKey.generate()))
+    done = run_cli("flash", str(signed), "--target", target, "--no-run")
+    assert done.returncode == 0, done.stderr
+    flash = flash_file.read_bytes()
+    assert flash.startswith(payload) and flash[len(payload):len(payload) + 64] == b"\xff" * 64  # no trailer
+    assert not chip.running_app  # --no-run: no -g
+
+
+@pytest.mark.skipif(shutil.which("st-flash") is not None, reason="st-flash is installed here")
+def test_a_missing_tool_names_the_debian_package_that_has_it(tmp_path):
+    with pytest.raises(TargetError) as info:
+        run_tool(flash_command("st-flash", "", tmp_path / "fw.bin"))
+    assert info.value.code == "E_TOOL_MISSING" and "apt-get install stlink-tools" in info.value.message
+
+
 def test_backend_argument_lists(tmp_path):
     image = tmp_path / "fw.bin"
     assert flash_command("openocd", "interface/stlink.cfg,target/stm32f1x.cfg", image).argv == [
@@ -143,6 +178,11 @@ def test_backend_argument_lists(tmp_path):
         "dfu-util", "-d", "0483:df11", "-a", "0", "-s", "0x08000000:leave", "-D", str(image)]
     assert flash_command("st-flash", "", image).argv == ["st-flash", "--reset", "write", str(image), "0x08000000"]
     assert flash_command("stm32flash", "/dev/ttyAMA0?baud=57600", image).argv[:3] == ["stm32flash", "-b", "57600"]
+    # Not started afterwards (--no-run): no reset, no Go, no leave.
+    assert "reset" not in flash_command("openocd", "target/stm32f1x.cfg", image, run=False).argv[-1]
+    assert "-g" not in flash_command("stm32flash", "/dev/ttyAMA0", image, run=False).argv
+    assert "0x08000000" in flash_command("dfu-util", "0483:df11", image, run=False).argv
+    assert "--reset" not in flash_command("st-flash", "", image, run=False).argv
 
 
 def test_backend_failures_are_clear_errors(tmp_path):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -162,7 +161,8 @@ def cmd_flash(args: argparse.Namespace) -> int:
     """``notedfu flash``."""
     from notedfu.cli import events_for
     from notedfu.target.chips import FLASH_BASE
-    from notedfu.target.flasher import FlashOptions
+    from notedfu.target.backends import LARGEST_FLASH, flash_with_tool
+    from notedfu.target.flasher import FlashOptions, check_image
     from notedfu.target.image import load_image
     from notedfu.target.session import split_target
 
@@ -171,12 +171,15 @@ def cmd_flash(args: argparse.Namespace) -> int:
     segments = load_image(args.image, args.address if args.address is not None else FLASH_BASE,
                           address_given=args.address is not None)
     segments = _without_signature(segments, args)
+    if backend != "rom":  # the same checks the ROM path makes against the chip, against any STM32
+        check_image(segments, FLASH_BASE, LARGEST_FLASH, FlashOptions(
+            preserve=args.preserve, allow_offset=args.allow_offset, check_vectors=not args.no_vector_check))
     events, close = events_for(args, source="LOCAL")
     started = time.monotonic()
     try:
         events.status("START")
         if backend != "rom":
-            summary = _flash_with_tool(backend, where, segments, args)
+            summary = flash_with_tool(backend, where, segments, verify=args.verify != "none", run=not args.no_run)
         else:
             session = _session(args)
             session.events = events
@@ -215,11 +218,15 @@ def cmd_flash(args: argparse.Namespace) -> int:
 
 def _check_target_args(args: argparse.Namespace) -> None:
     """Check before touching: the target spec, its lines and sequences, and the preserved regions' form."""
-    from notedfu.preflight import Problems, check_wiring
+    from notedfu.preflight import Problems, check_backend_options, check_wiring
 
     problems = Problems("E_BAD_SPEC")
     check_wiring(problems, {"--target": args.target, "--boot0": args.boot0, "--reset": args.reset,
                             "--enter": args.enter, "--run-seq": args.run_seq})
+    check_backend_options(problems, args.target, {
+        "--preserve": getattr(args, "preserve", None), "--verify": getattr(args, "verify", None),
+        "--readout-unprotect": getattr(args, "readout_unprotect", False),
+        "--write-unprotect": getattr(args, "write_unprotect", False)})
     problems.raise_if_any()
 
 
@@ -238,18 +245,6 @@ def _without_signature(segments: list, args: argparse.Namespace) -> list:
     if len(payload) != len(data) and key is None:
         print(f"notedfu: {args.image}: signature trailer removed, not checked (no --public-key)", file=sys.stderr)
     return [Segment(segments[0].address, payload)] if len(payload) != len(data) else segments
-
-
-def _flash_with_tool(backend: str, where: str, segments: list, args: argparse.Namespace) -> dict[str, Any]:
-    from notedfu.target.backends import flash_command, run_tool
-
-    if len(segments) != 1:
-        raise UsageError(f"{backend} needs one contiguous image; this one has {len(segments)} parts", code="E_USAGE")
-    with tempfile.NamedTemporaryFile(suffix=".bin") as raw:
-        raw.write(segments[0].data)
-        raw.flush()
-        output = run_tool(flash_command(backend, where, Path(raw.name), segments[0].address, args.verify != "none"))
-    return {"backend": backend, "tool_output": output[-2000:]}
 
 
 def cmd_sim_stm32(args: argparse.Namespace) -> int:

@@ -98,24 +98,7 @@ class FlashOptions:
 def plan_flash(segments: list[Segment], chip: Chip, flash_size: int, options: FlashOptions) -> FlashPlan:
     """Check the image against the chip and work out the pages; raise before touching anything."""
     base, end = chip.flash_base, chip.flash_base + flash_size
-    low, high = segments[0].address, max(s.end for s in segments)
-    if low < base or high > end:
-        raise TargetError(f"image spans 0x{low:08x}-0x{high:08x}, outside flash 0x{base:08x}-0x{end:08x} "
-                          f"({flash_size // 1024} KiB)", code="E_IMAGE_TOO_LARGE", permanent=True)
-    if low != base and not options.allow_offset:
-        raise TargetError(f"image starts at 0x{low:08x}, not at the flash base 0x{base:08x} "
-                          "(use --allow-offset for an application behind a bootloader)", code="E_IMAGE_NOT_AT_BASE",
-                          permanent=True)
-    for start, stop in options.preserve:
-        if start < base or stop > end:
-            raise UsageError(f"--preserve 0x{start:08x}:0x{stop:08x} is outside the flash 0x{base:08x}-0x{end:08x}",
-                             code="E_USAGE")
-    for start, stop in options.preserve:
-        if any(s.address < stop and start < s.end for s in segments):
-            raise TargetError(f"image overlaps the preserved region 0x{start:08x}-0x{stop:08x}",
-                              code="E_IMAGE_OVERLAPS_PRESERVED", permanent=True)
-    if options.check_vectors and low == base:
-        _check_vector_table(segments[0], base, end)
+    check_image(segments, base, flash_size, options)
 
     pages = []
     for index, (address, size) in enumerate(chip.pages(flash_size)):
@@ -137,6 +120,30 @@ def plan_flash(segments: list[Segment], chip: Chip, flash_size: int, options: Fl
         pages.append(PagePlan(index, address, size, bytes(content), first - first % 4, min(last, size)))
     first_page = next((p for p in pages if p.address == base), None)
     return FlashPlan(pages, sum(len(s.data) for s in segments), first_page, max(8, chip.family.write_granule))
+
+
+def check_image(segments: list[Segment], base: int, flash_size: int, options: FlashOptions) -> None:
+    """The checks every way of flashing shares (the ROM bootloader and the external tools alike): the image
+    fits the flash, starts at its base (unless allowed), stays out of the preserved regions, and can boot."""
+    end = base + flash_size
+    low, high = segments[0].address, max(s.end for s in segments)
+    if low < base or high > end:
+        raise TargetError(f"image spans 0x{low:08x}-0x{high:08x}, outside flash 0x{base:08x}-0x{end:08x} "
+                          f"({flash_size // 1024} KiB)", code="E_IMAGE_TOO_LARGE", permanent=True)
+    if low != base and not options.allow_offset:
+        raise TargetError(f"image starts at 0x{low:08x}, not at the flash base 0x{base:08x} "
+                          "(use --allow-offset for an application behind a bootloader)", code="E_IMAGE_NOT_AT_BASE",
+                          permanent=True)
+    for start, stop in options.preserve:
+        if start < base or stop > end:
+            raise UsageError(f"--preserve 0x{start:08x}:0x{stop:08x} is outside the flash 0x{base:08x}-0x{end:08x}",
+                             code="E_USAGE")
+    for start, stop in options.preserve:
+        if any(s.address < stop and start < s.end for s in segments):
+            raise TargetError(f"image overlaps the preserved region 0x{start:08x}-0x{stop:08x}",
+                              code="E_IMAGE_OVERLAPS_PRESERVED", permanent=True)
+    if options.check_vectors and low == base:
+        _check_vector_table(segments[0], base, end)
 
 
 def _check_vector_table(segment: Segment, base: int, end: int) -> None:

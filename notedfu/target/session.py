@@ -20,6 +20,7 @@ from notedfu.portlock import PortBusy, PortLock
 from notedfu.preflight import is_pty
 from notedfu.events import Events
 from notedfu.specs import int_option, split_options
+from notedfu.target.backends import BACKENDS
 from notedfu.target.an3155 import MAX_BLOCK, Bootloader, BootloaderInfo, TargetError, Timeouts
 from notedfu.target.chips import Chip, chip_for
 from notedfu.target.flasher import FlashOptions, Flasher, FlashReport, plan_flash
@@ -28,7 +29,6 @@ from notedfu.target.lines import ENTER_BOOTLOADER, RUN_APPLICATION, LineControl,
 
 DEFAULT_BAUD = 115200
 WRITE_TIMEOUT = 5.0  # a write that cannot drain this long: nothing reads the other end (no hang)
-BACKENDS = ("openocd", "stm32flash", "dfu-util", "st-flash")
 
 
 @dataclass

@@ -32,10 +32,11 @@ from notedfu.notecard.link import open_notecard
 from notedfu.notecard.staging import Staging, default_state_dir
 from notedfu.specs import parse_region
 from notedfu.target.chips import FLASH_BASE
-from notedfu.target.flasher import FlashOptions, plan_flash
+from notedfu.target.backends import LARGEST_FLASH, flash_with_tool
+from notedfu.target.flasher import FlashOptions, check_image, plan_flash
 from notedfu.target.image import Segment, firmware_info
 from notedfu.target.lines import ENTER_BOOTLOADER, RUN_APPLICATION
-from notedfu.target.session import TargetOptions, TargetSession
+from notedfu.target.session import TargetOptions, TargetSession, split_target
 from notedfu.update.job import Job, JobStore, job_summary
 from notedfu.update.signature import public_key_from_text, split_signed, verified_payload
 
@@ -525,6 +526,9 @@ class Updater:
     def _stage_flash(self, job: Job) -> None:
         self.events.step("flash", "flashing the target")
         image = [Segment(FLASH_BASE, self._payload(job))]
+        backend, where = split_target(self.config.target.spec)
+        if backend != "rom":
+            return self._flash_with_tool(job, backend, where, image)
         session = self._target()
         try:
             session.connect()
@@ -541,6 +545,17 @@ class Updater:
         if report.unchanged and not started_before:  # not: an earlier, interrupted attempt wrote it
             job.unchanged = True
             self.events.message(f"the chip already holds image {job.md5}: nothing was written")
+
+    def _flash_with_tool(self, job: Job, backend: str, where: str, image: list[Segment]) -> None:
+        """An external tool flashes (and starts) the target: the shared image checks first; it cannot read the
+        chip, so nothing is compared and no last-known-good is kept (said once, here)."""
+        check_image(image, FLASH_BASE, LARGEST_FLASH, self._flash_options())
+        self.events.message(f"flashing with {backend}: it cannot read the chip back, so the image is written "
+                            "whatever the chip holds and a firmware that does not confirm cannot be rolled back")
+        job.flash_started = True
+        self.store.save(job)
+        self.flashing = True
+        flash_with_tool(backend, where, image, verify=self.config.target.verify != "none", run=True)
 
     def _keep_last_known_good(self, session: TargetSession, job: Job) -> dict[str, Any]:
         """Before the first byte is written: keep what the chip holds, to roll back to if the new image
@@ -569,8 +584,12 @@ class Updater:
                             "as the last-known-good")
         return {"md5": journal.md5, "version": version if isinstance(version, str) else "", "from": "chip"}
 
-    def _stage_boot(self, job: Job) -> None:
+    def _stage_boot(self, job: Job) -> str | None:
         self.events.step("boot", "starting the new firmware")
+        backend = split_target(self.config.target.spec)[0]
+        if backend != "rom":
+            self.events.message(f"{backend} reset the target after flashing: the new firmware is starting")
+            return "skipped"
         session = self._target()
         try:
             if not session.lines.wired:
