@@ -103,6 +103,9 @@ class RichProgress:
                     self.progress.start()
                 self.tasks[step] = self.progress.add_task(step, total=event["total"])
             self.progress.update(self.tasks[step], completed=event.get("bytes") or 0)
+        elif event["type"] == "step" and event.get("pages_total") and event.get("pages") == event["pages_total"]:
+            # Erase, compare and verify count pages, not bytes: one line when each is done.
+            self.console.print(f"  {event.get('phase') or event['step']:<10} {event['pages']} pages", highlight=False)
         elif event["type"] == "message":
             style = {"warning": "yellow", "error": "bold red"}.get(event["level"], "dim")
             self.console.print(f"[{style}]{event['text']}[/]", highlight=False)
@@ -168,12 +171,16 @@ class LogSink:
                 self._line(line, "error" if event["status"] == "FAILURE" else "info")
         elif event["type"] == "step":
             percent = event.get("percent")
+            if percent is None and event.get("pages_total"):
+                percent = 100.0 * (event.get("pages") or 0) / event["pages_total"]
             bucket = -1 if percent is None else int(percent // 10)
             key = (f"{event['step']}:{event['name']}", bucket)
             if key == self._last:
                 return
             self._last = key
             progress = "" if percent is None else f" {percent:.0f}%"
+            if event.get("pages_total"):
+                progress = f" {event.get('pages') or 0}/{event['pages_total']} pages"
             if event.get("rate"):
                 progress += f" ({event['rate'] / 1024:.1f} KiB/s)"
             self._line(f"[{event['number']}/{len(STEPS)}] {event['step']}: {event['name']}{progress}")

@@ -64,6 +64,23 @@ def test_sim_stm32_pty_and_flash_in_two_processes(tmp_path):
         assert server.wait(timeout=10) == 0
 
 
+def test_compare_erase_and_verify_count_pages_and_verify_says_how_far_it_got(emulator, tmp_path):
+    chip, device, flash_file = emulator(variant="v2")  # no CRC command: the verify reads every page back
+    image = tmp_path / "app.bin"
+    image.write_bytes(app_image(20 * 1024))
+    done = run_cli("flash", str(image), "--target", device, "--json", "--no-run")
+    assert done.returncode == 0, done.stderr
+    steps = [json.loads(line) for line in done.stdout.splitlines() if '"step"' in line]
+    for phase in ("compare", "erase", "verify"):
+        counted = [e for e in steps if e.get("phase") == phase]
+        assert counted and all(e["bytes"] is None and e["total"] is None for e in counted)  # pages are not bytes
+        assert counted[-1]["pages"] == counted[-1]["pages_total"] > 0
+    verified = [e["pages"] for e in steps if e.get("phase") == "verify"]
+    assert len(verified) >= 3 and verified == sorted(verified)  # progress while it reads back, in order
+    writes = [e for e in steps if e.get("phase") == "write"]
+    assert writes[-1]["bytes"] == writes[-1]["total"] == 20 * 1024  # bytes where bytes are meant
+
+
 def test_flash_json_events_and_result(emulator, tmp_path):
     chip, device, flash_file = emulator()
     image = tmp_path / "app.bin"

@@ -37,6 +37,7 @@ from notedfu.target.chips import Chip
 from notedfu.target.image import Segment
 
 ERASE_BATCH = 32  # pages per erase command (some bootloaders cap the count; see the STM32 notes)
+PROGRESS_PAGES = 16  # pages compared or verified between progress events
 RAM_RANGE = (0x20000000, 0x20200000)
 
 
@@ -226,8 +227,7 @@ class Flasher:
             except TargetError as exc:
                 self._recover(exc)
                 failed.append(page)
-        self.events.step("flash", "verifying", phase="verify", pages=0, pages_total=len(later))
-        bad = self._bad_pages([p for p in later if p not in failed])
+        bad = self._checked_pages([p for p in later if p not in failed], "verify", "verifying", len(later))
         for page in failed + bad:
             self._repair(page, total, "write failed" if page in failed else "verification failed")
         if first:
@@ -252,13 +252,21 @@ class Flasher:
         """The pages to flash: those the chip does not hold already, plus the first page if any differ."""
         if not self.options.compare or self.report.verify_method == "none":
             return list(pages)
-        self.events.step("flash", "comparing with what the chip holds", phase="compare", pages=0,
-                         pages_total=len(pages))
-        differing = self._bad_pages(pages)
+        differing = self._checked_pages(pages, "compare", "comparing with what the chip holds", len(pages))
         self.report.pages_unchanged = len(pages) - len(differing)
         if differing and self.plan.first is not None and self.plan.first not in differing:
             differing.append(self.plan.first)  # erased first, so no half-new image can boot meanwhile
         return [p for p in pages if p in differing]
+
+    def _checked_pages(self, pages: list[PagePlan], phase: str, name: str, total: int) -> list[PagePlan]:
+        """``_bad_pages`` a batch at a time, saying how far it got (a read-back of a big image takes seconds)."""
+        self.events.step("flash", name, phase=phase, pages=0, pages_total=total)
+        bad = []
+        for start in range(0, len(pages), PROGRESS_PAGES):
+            batch = pages[start:start + PROGRESS_PAGES]
+            bad += self._bad_pages(batch)
+            self.events.step("flash", name, phase=phase, pages=start + len(batch), pages_total=total)
+        return bad
 
     def _is_erased(self, page: PagePlan) -> bool:
         """Whether the page really erased: by CRC when offered, else its vector table (what decides booting)."""
