@@ -215,13 +215,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     """``notedfu status``: the daemon's view when one runs (and no --notecard is given), else the card's."""
     from filelock import Timeout
 
+    from notedfu.update.control import ControlClient
+
     if args.notecard is None and (answer := update_cli.daemon_status(args)) is not None:
         return answer
+    socket_path = ControlClient(args.socket).path
     if args.notecard is None and not os.environ.get("NOTEDFU_NOTECARD"):
-        from notedfu.update.control import ControlClient
-
-        raise UsageError(f"no daemon answers on {ControlClient(args.socket).path} (--socket), and no Notecard is "
+        raise UsageError(f"no daemon answers on {socket_path} (--socket), and no Notecard is "
                          "given to ask instead (--notecard or $NOTEDFU_NOTECARD)", code="E_NO_NOTECARD")
+    # The same fields as the daemon's answer, saying why the card was asked instead.
+    daemon = {"state": "not asked" if args.notecard else "none", "detail": None, "policy": None, "queued": None,
+              "socket": str(socket_path)}
 
     from notedfu.notecard.dfu import Downloader, ImageInfo
 
@@ -252,11 +256,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     job = store.current()
     latest = store.latest()
     report = update_cli.status_document(
-        "card", card=card, job=asdict(job) if job else None, staged=staged, agent_busy=busy,
+        "card", daemon=daemon, card=card, job=asdict(job) if job else None, staged=staged, agent_busy=busy,
         last_job=job_summary(latest), installed=store.installed(), pending=store.pending())
     if args.json:
         print(json.dumps(report, indent=1))
         return ExitCode.OK
+    print("daemon        " + (f"not asked (--notecard given; its socket is {socket_path})" if args.notecard
+                               else f"none answers on {socket_path}: this is the card's own view"))
     print(f"hub mode      {card['hub_mode']}" + (f" (restored from DFU mode: {repaired})" if repaired else ""))
     print(f"host DFU      {dfu.get('mode')}" + (f" — {dfu['status']}" if dfu.get("status") else "")
           + ("" if dfu.get("on", True) else " (downloads off)"))

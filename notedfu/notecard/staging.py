@@ -108,6 +108,17 @@ def disk(what: str, directory: Path, needed: int = 0) -> Iterator[None]:
                            "again — what is verified so far is kept") from exc
 
 
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    """``pwrite`` until every byte is down: a write that meets a file size limit or a full disk comes back
+    short first (the next one raises), and the journal must never claim bytes that are not on disk."""
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        if written <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        view, offset = view[written:], offset + written
+
+
 def quarantine(path: Path, why: str, warn: Callable[[str], None] | None) -> None:
     """Move a state file that cannot be trusted aside (``.bad``), keeping it for a human, and say so."""
     target = path.with_name(f"{path.name}.bad")
@@ -222,7 +233,7 @@ class Staging:
     def write_chunk(self, fd: int, journal: Journal, offset: int, data: bytes) -> None:
         """Put a verified chunk on disk, then move the journal past it."""
         with disk("staging a chunk", self.dir, journal.length - offset):
-            os.pwrite(fd, data, offset)
+            _pwrite_all(fd, data, offset)
             os.fsync(fd)
         journal.verified = offset + len(data)
         self.save(journal)

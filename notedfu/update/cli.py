@@ -331,7 +331,7 @@ def daemon_status(args: argparse.Namespace) -> int | None:
         return None
     answer = _answer(client.request({"cmd": "status"}))
     if args.json:
-        daemon = {key: answer.get(key) for key in ("state", "detail", "policy", "queued")} | {"socket": client.path}
+        daemon = {key: answer.get(key) for key in ("state", "detail", "policy", "queued")} | {"socket": str(client.path)}
         print(json.dumps(status_document("daemon", daemon=daemon, job=answer.get("job"),
                                          last_job=answer.get("last_job"), installed=answer.get("installed"),
                                          pending=answer.get("pending")), indent=1))
