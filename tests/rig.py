@@ -29,7 +29,7 @@ class Rig(SimulatedRig):
         card = {"profile": "usb", "mode": "continuous", "latency": "0.01", "per_kib": "0.005", "ready_delay": "0",
                 **card_opts}
         super().__init__(tmp, RigSetup(offered, installed, card=card, chip_faults=chip_faults,
-                                       chip_time_scale=0.1, lines=lines))
+                                       chip_time_scale=0.1, chip_baud=921600, lines=lines))
         self.tmp = tmp
         self.state = tmp / "state"
         self.offered = offered

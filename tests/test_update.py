@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 from typing import Callable
@@ -12,6 +13,8 @@ import pytest
 
 from notedfu.config import ConfigError, load_config
 from notedfu.errors import ExitCode
+from notedfu.target.chips import FLASH_BASE
+from notedfu.target.qemu import boot
 from notedfu.update.job import JobStore
 from rig import events, needs_qemu, padded
 
@@ -165,35 +168,79 @@ KILL_POINTS: dict[str, Predicate] = {
 }
 
 
+PAGE_SIZE = 1024  # the STM32F100's flash page: page 0 is the vector-table page, written last
+PAGE0_BLOCKS = 5  # 248 bytes after the vector table, three 256-byte blocks, then the 8 vector-table bytes
+SIGNALS = ("SIGKILL", "SIGKILL+power", "SIGTERM", "SIGINT")
+POINTS = [*KILL_POINTS, *(f"page0-block-{n}" for n in range(1, PAGE0_BLOCKS + 1))]
+
+
+def interrupt(proc: subprocess.Popen, how: str) -> None:
+    os.kill(proc.pid, signal.SIGKILL if how.startswith("SIGKILL") else getattr(signal, how))
+
+
+def what_boots(flash_file) -> str:
+    """Boot the board's flash in QEMU: the version whose banner it prints, or "none"."""
+    result = boot(flash_file, r"notedfu-demo (\S+) booted", timeout=1.5)
+    found = re.search(r"notedfu-demo (\S+) booted", result.output)
+    return found.group(1) if found else "none"
+
+
 @needs_qemu
-@pytest.mark.parametrize("point", list(KILL_POINTS))
-def test_sigkill_at_every_point_then_restart_ends_in_success(rig, point):
+@pytest.mark.parametrize("how", SIGNALS)
+@pytest.mark.parametrize("point", POINTS)
+def test_killed_or_stopped_at_every_point_the_board_is_whole_and_the_rerun_succeeds(rig, point, how):
+    """SIGKILL (and the target's power cut too), SIGTERM and SIGINT at every stage boundary, inside the
+    transfer and the flash, and at every Write Memory of page 0 (the vector-table page, written last)."""
     r = rig(offered=padded("1.1.0", 40 * 1024))
     console = ("--console", f"qemu:{r.flash_file}", "--pattern", "notedfu-demo {version} booted")
     proc = subprocess.Popen(r.args(*console), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    killed = False
-    for line in proc.stdout:
-        if line.startswith("{") and KILL_POINTS[point](json.loads(line)):
-            os.kill(proc.pid, signal.SIGKILL)
-            killed = True
-            break
-    proc.wait(timeout=60)
-    assert killed, f"the run never reached {point}"
+    hit = []
+    if point.startswith("page0-block-"):
+        wanted = int(point.rsplit("-", 1)[1])
+
+        def at_block(address: int, length: int) -> str | None:
+            if address >= FLASH_BASE + PAGE_SIZE:
+                return None
+            seen.append(address)
+            if len(seen) != wanted:
+                return None
+            interrupt(proc, how)
+            hit.append(address)
+            return "power" if how == "SIGKILL+power" else None
+        seen: list[int] = []
+        r.chip.on_write = at_block
+        proc.stdout.read()
+    else:
+        for line in proc.stdout:
+            if line.startswith("{") and KILL_POINTS[point](json.loads(line)):
+                interrupt(proc, how)
+                hit.append(point)
+                break
+        proc.stdout.read()
+    code = proc.wait(timeout=60)
+    r.chip.on_write = None
+    assert hit, f"the run never reached {point}"
+    if how == "SIGKILL+power" and not point.startswith("page0"):
+        r.chip.power_on_reset()  # the board lost power with the host: it restarts (BOOT0 strapped high here)
     flash = r.flash_file.read_bytes()
-    # Whatever the moment: the flash holds the old image, the new one, or no bootable vector table.
+    # Whatever the moment: the flash holds the old image, the new one, or no reset vector (the vector table
+    # is erased first and written last; power cut inside that last write can leave the stack pointer only).
     target = ("old image" if flash.startswith(padded("1.0.0")) else "new image" if flash.startswith(r.offered)
-              else "erased vector page" if flash[:8] == b"\xff" * 8 else "BOOTABLE HALF IMAGE")
+              else "no reset vector" if flash[4:8] == b"\xff" * 4 else "BOOTABLE HALF IMAGE")
     assert target != "BOOTABLE HALF IMAGE"
+    boots = what_boots(r.flash_file)
+    assert boots == {"old image": "1.0.0", "new image": "1.1.0", "no reset vector": "none"}[target], boots
+    card_mode = r.card.hub_mode
+    if how in ("SIGTERM", "SIGINT"):  # stopped, not killed: the card was handed back before the exit
+        assert code in (0, ExitCode.INTERRUPTED), code
+        assert card_mode == "continuous" and not (r.state / "card-mode.json").exists()
     killed_in = JobStore(r.state).current()
     stage = killed_in.next_stage() if killed_in else "-"
-    card_mode = r.card.hub_mode
     done = r.update(*console)
     job = JobStore(r.state).latest()
-    assert job.state == "success", (point, done.returncode, done.stderr, job.error)
-    assert r.flash_file.read_bytes().startswith(r.offered)
-    assert r.card.hub_mode == "continuous"
-    assert r.card.host_version == "1.1.0"
+    assert job.state == "success", (point, how, done.returncode, done.stderr, job.error)
+    assert r.flash_file.read_bytes().startswith(r.offered) and what_boots(r.flash_file) == "1.1.0"
+    assert r.card.hub_mode == "continuous" and r.card.host_version == "1.1.0"
     assert not (r.state / "card-mode.json").exists()
-    print(f"KILL {point:15} after the kill: stage {stage:9} card {card_mode:10} target {target:18} | after restart: "
-          f"exit {done.returncode}, job {job.state}, card {r.card.hub_mode}, target new image verified, "
-          f"version {r.card.host_version}")
+    print(f"MATRIX {how:13} {point:15} exit {code:4} | stage {stage:9} card {card_mode:10} flash {target:18} "
+          f"boots {boots:5} | rerun exit {done.returncode} job {job.state} boots 1.1.0 card {r.card.hub_mode}")

@@ -49,6 +49,7 @@ class RigSetup:
     bootloader: str = "v3crc"
     chip_faults: tuple[str, ...] = ()
     chip_time_scale: float = 1.0  # scales the chip's erase and programming times
+    chip_baud: int = 115200  # the bootloader link's modeled rate (AN3155's usual; tests may go faster)
     lines: bool = False  # BOOT0 and NRST wired (sim-gpio): the chip starts running its application
 
 
@@ -65,7 +66,7 @@ class SimulatedRig:
         self.flash_file = self.workdir / "flash.bin"
         self.flash_file.write_bytes(setup.installed)  # the chip pads it with erased flash
         self.chip = Stm32Sim(setup.chip_id, setup.bootloader, flash_file=self.flash_file,
-                             time_scale=setup.chip_time_scale,
+                             time_scale=setup.chip_time_scale, baud=setup.chip_baud,
                              faults=parse_faults(list(setup.chip_faults), STM32_FAULTS))
         self.servers: list[PtyServer] = []
         self.gpio: SimGpioChip | None = None

@@ -22,7 +22,7 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Generator
+from typing import Callable, Generator
 
 from notedfu.sim.faults import Fault, parse_faults
 from notedfu.specs import check_option_names
@@ -95,6 +95,9 @@ class Stm32Sim(PacedOutputMixin):
         self.synced = False
         self.writes = 0
         self.write_log: list[int] = []  # addresses of completed Write Memory commands, in order
+        # Called with (address, length) once a Write Memory command has fully arrived, before it is programmed;
+        # returning "power" cuts the power half way through programming it (a rig's kill-point matrix).
+        self.on_write: Callable[[int, int], str | None] | None = None
         self.stats = {"erased_pages": 0, "written_blocks": 0, "read_bytes": 0, "crc_commands": 0}
         self._in_free = 0.0
         self._now = 0.0
@@ -304,7 +307,8 @@ class Stm32Sim(PacedOutputMixin):
         if self._fault("reset", number):
             self._chip_reset()
             return
-        if self._fault("power", number):
+        action = self.on_write(address, len(payload)) if self.on_write else None
+        if action == "power" or self._fault("power", number):
             self._program(buffer, offset, payload[:len(payload) // 2])
             self._chip_reset()
             return
