@@ -12,6 +12,7 @@ console boots that file in ``qemu-system-arm`` and watches its USART1.
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -25,7 +26,17 @@ from notedfu.sim.pty import PtyServer, card_server
 from notedfu.sim.stm32 import STM32_FAULTS, Stm32Sim
 from notedfu.target.qemu import qemu_available
 
-FIRMWARE_DIR = Path(__file__).resolve().parent.parent.parent / "firmware" / "prebuilt"
+def _firmware_dir() -> Path:
+    """The prebuilt demo firmware: the checkout's ``firmware/prebuilt``, else the installed package data."""
+    checkout = Path(__file__).resolve().parent.parent.parent / "firmware" / "prebuilt"
+    if checkout.is_dir():
+        return checkout
+    spec = importlib.util.find_spec("notedfu.prebuilt")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    return Path(locations[0]) if locations else checkout
+
+
+FIRMWARE_DIR = _firmware_dir()
 """The demo images committed with the sources (a checkout or an editable install)."""
 
 BANNER = "notedfu-demo {version} booted"
