@@ -166,7 +166,21 @@ def _summary(rig: SimulatedRig, recorder: Recorder, outcome: Any, interrupted: b
         "target": {"port": rig.target_port, "holds": NEW if flash.startswith(new) else
                    OLD if flash[:8] != b"\xff" * 8 else "erased first page", "running": rig.chip.running_app},
         "boot": {"checked": boot_skipped is None, "line": recorder.boot_line or None, "skipped": boot_skipped},
+        "next": _next_step(interrupted, outcome, rig),
     }
+
+
+def _next_step(interrupted: bool, outcome: Any, rig: SimulatedRig) -> str | None:
+    """What the user can do now, when the demo did not end in success."""
+    if interrupted:
+        card = "the Notecard was handed back" if rig.card.hub_mode != "dfu" else "the Notecard is still in DFU mode"
+        return (f"stopped on request; {card}. Run `notedfu demo` again (with --workdir DIR, a second run "
+                "continues the same job)")
+    if outcome is None or outcome.state == "success":
+        return None
+    if outcome.state == "up_to_date":
+        return None
+    return "see the error above; NOTEDFU_DEBUG=1 shows a traceback if it is E_INTERNAL"
 
 
 def _render(summary: dict[str, Any], workdir: Path | None) -> str:
@@ -191,6 +205,8 @@ def _render(summary: dict[str, Any], workdir: Path | None) -> str:
         lines.append(f"  boot       QEMU printed: {boot['line']}")
     else:
         lines.append("  boot       " + ("not confirmed" if boot["checked"] else f"not checked: {boot['skipped']}"))
+    if summary.get("next"):
+        lines.append(f"  next       {summary['next']}")
     if workdir:
         lines.append(f"  files      {workdir} (flash.bin, state/jobs/)")
     return "\n".join(line.rstrip() for line in lines)

@@ -62,6 +62,7 @@ def test_ctrl_c_during_the_transfer_hands_the_card_back_and_exits_130():
     summary = summary_of("".join(out) + rest)
     assert summary["outcome"] == "interrupted"
     assert summary["notecard"]["mode_after"] == "periodic" and summary["target"]["holds"] == "1.0.0"
+    assert "handed back" in summary["next"] and "notedfu demo" in summary["next"]  # says what to do now
 
 
 def test_demo_with_a_firmware_directory_that_lacks_the_images_is_a_usage_error(tmp_path):
