@@ -242,6 +242,20 @@ def test_cancel_stops_the_download_and_is_refused_once_the_flash_began(daemon, r
     d.wait(lambda: r.card.host_version == "1.1.0")
 
 
+def test_a_cancel_while_the_flash_stage_connects_is_refused_and_never_reaches_the_next_job(daemon, rig):
+    r = rig()
+    r.chip.running_app = True  # no reset line, and the application runs: the flash stage cannot sync for now
+    d = daemon(r, config={"agent": {"poll_interval": 0.3, "retry_backoff": 1, "retry_backoff_max": 1}})
+    d.wait(lambda: ((d.status().get("job") or {}).get("stages", {}).get("flash") or {}).get("state") == "running")
+    refused = run_cli("cancel", "--socket", str(d.socket))
+    assert refused.returncode == ExitCode.USAGE and "E_TOO_LATE" in refused.stderr, refused.stderr
+    d.wait(lambda: (((d.status().get("job") or {}).get("error")) or {}).get("code") == "E_TARGET_NO_SYNC")
+    r.chip.running_app = False  # someone put the board back in its bootloader: the next attempt flashes
+    d.wait(lambda: (d.status().get("last_job") or {}).get("state") in ("success", "fail"))
+    job = JobStore(r.state).latest()
+    assert job.state == "success" and r.flash_file.read_bytes().startswith(r.offered)  # not cancelled later
+
+
 def test_sigterm_during_the_download_hands_the_card_back_and_the_next_start_continues(daemon, rig):
     r = rig(offered=padded("1.1.0", 48 * 1024), per_kib="0.05")
     d = daemon(r)

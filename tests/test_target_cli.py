@@ -246,6 +246,13 @@ def test_two_flashes_of_one_chip_the_second_is_refused_at_once_naming_the_first(
     assert flash_file.read_bytes().startswith(image.read_bytes())  # the first one was never disturbed
 
 
+def test_a_target_port_that_cannot_be_opened_is_a_target_error(tmp_path):
+    image = tmp_path / "app.bin"
+    image.write_bytes(app_image(1024))
+    done = run_cli("flash", str(image), "--target", "/dev/null")  # exists, but is no serial port
+    assert done.returncode == ExitCode.TARGET and "E_TARGET_OPEN" in done.stderr, done.stderr
+
+
 def test_a_port_nothing_reads_ends_in_a_timeout_not_a_hang(tmp_path):
     import os
     import pty
