@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from notedfu.target.chips import CHIPS
+from notedfu.protocol.chips import CHIPS
 
 CHIP = CHIPS[0x420]
 BAUD = 115200

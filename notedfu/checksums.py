@@ -1,7 +1,8 @@
 """MD5 and CRC-32 as the Notecard computes them.
 
 The Notecard's ``crc32`` (image metadata) and its request ``"crc"`` field are
-both the IEEE CRC-32 (zlib's); crcmod's predefined ``crc-32`` is that CRC.
+both the IEEE CRC-32, which ``zlib.crc32`` computes in C everywhere; crcmod is
+only needed for the STM32 CRC unit's MPEG-2 variant (:mod:`notedfu.protocol.an3155`).
 """
 
 from __future__ import annotations
@@ -9,10 +10,9 @@ from __future__ import annotations
 import hashlib
 from typing import BinaryIO
 
-import crcmod.predefined
+from zlib import crc32
 
-crc32 = crcmod.predefined.mkCrcFun("crc-32")
-"""``crc32(data, crc=0) -> int``: IEEE CRC-32, chainable like ``zlib.crc32``."""
+__all__ = ["crc32", "file_digests", "md5_hex"]  # crc32(data, crc=0) -> int: the IEEE CRC-32, chainable
 
 
 def md5_hex(data: bytes) -> str:

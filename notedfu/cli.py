@@ -11,7 +11,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import sys
 import tempfile
 from pathlib import Path

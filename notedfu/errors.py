@@ -111,3 +111,10 @@ class Interrupted(NotedfuError):
 
     code = "E_INTERRUPTED"
     exit_code = ExitCode.INTERRUPTED
+
+
+class TargetError(NotedfuError):
+    """The target, its bootloader or a flashing tool failed; ``code`` says how."""
+
+    code = "E_TARGET"
+    exit_code = ExitCode.TARGET

@@ -28,7 +28,7 @@ from notedfu.notecard.dfu import Downloader, FetchOptions
 from notedfu.notecard.link import open_notecard
 from notedfu.notecard.staging import Staging
 from notedfu.notecard.transport import SerialLink, Smbus2Adapter
-from notedfu.notecard.wire import AnswerReader, add_crc, encode_request, is_idempotent
+from notedfu.protocol.notecard import AnswerReader, add_crc, encode_request, is_idempotent
 from notedfu.sim.i2c import SimI2CBus
 from notedfu.sim.notecard import REFUSALS
 

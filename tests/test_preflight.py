@@ -3,7 +3,6 @@ target, exits 2 naming what is wrong, and costs nothing — no request to the ca
 
 from __future__ import annotations
 
-import os
 import time
 
 import pytest

@@ -17,7 +17,7 @@ import serial
 from conftest import fetch, run_cli
 from notedfu.bench import make_image
 from notedfu.checksums import crc32
-from notedfu.cobs import cobs_encode
+from notedfu.protocol.cobs import cobs_encode
 from notedfu.errors import CardError, ExitCode
 from notedfu.notecard.link import open_notecard
 from notedfu.notecard.sideload import SideloadOptions, Sideloader

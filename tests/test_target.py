@@ -11,9 +11,11 @@ import pytest
 import serial
 
 from notedfu.sim import registry
-from notedfu.target.an3155 import (ACK, NACK, Bootloader, TargetError, address_frame, command_frame, count_frame,
-                                   data_frame, erase_frame, extended_erase_frame, stm32_crc)
-from notedfu.target.chips import CHIPS, FAMILIES, chip_for
+from notedfu.errors import TargetError
+from notedfu.protocol.an3155 import (ACK, NACK, address_frame, command_frame, count_frame, data_frame, erase_frame,
+                                     extended_erase_frame, stm32_crc)
+from notedfu.protocol.chips import CHIPS, FAMILIES, chip_for
+from notedfu.target.an3155 import Bootloader
 from notedfu.target.flasher import FlashOptions, plan_flash
 from notedfu.target.image import ImageFileError, Segment, load_image
 from notedfu.target.session import TargetOptions, TargetSession

@@ -15,7 +15,7 @@ from notedfu.errors import ExitCode
 from notedfu.sim.pty import PtyServer
 from notedfu.sim.stm32 import Stm32Sim
 from notedfu.target.backends import flash_command, run_tool
-from notedfu.target.an3155 import TargetError
+from notedfu.errors import TargetError
 from tests.conftest import run_cli
 from tests.test_target import BASE, app_image
 

@@ -26,10 +26,10 @@ from typing import Any
 
 from notedfu import stopping
 from notedfu.checksums import md5_hex
-from notedfu.cobs import CobsError, cobs_decode, cobs_encode
+from notedfu.protocol.cobs import CobsError, cobs_decode, cobs_encode
 from notedfu.errors import BadResponseError, CardError, IntegrityError, LinkError
 from notedfu.notecard.transport import CardLink, LinkTimeout
-from notedfu.notecard.wire import AnswerReader, encode_request, error_tags, is_idempotent, is_retryable_error
+from notedfu.protocol.notecard import AnswerReader, encode_request, error_tags, is_idempotent, is_retryable_error
 from notedfu.portlock import PortLock
 
 RETRIES = 5  # note-c CARD_REQUEST_RETRIES_ALLOWED

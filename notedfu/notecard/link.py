@@ -23,11 +23,11 @@ from dataclasses import dataclass
 
 import serial
 
-import notedfu.sim  # noqa: F401 - registers the sim:// URL scheme with pyserial
 from notedfu.errors import LinkError, NotedfuError, UsageError
 from notedfu.notecard.client import CardClient
 from notedfu.notecard.transport import PACING, I2CLink, SerialLink
 from notedfu.portlock import PortLock
+from notedfu.ports import open_i2c_bus, serial_for_url
 from notedfu.specs import int_option, split_options
 
 ENV_SPEC = "NOTEDFU_NOTECARD"
@@ -83,7 +83,7 @@ def open_notecard(spec: str | LinkSpec | None, *, baud: int | None = None, timeo
             if link.kind == "i2c":
                 transport = I2CLink(_open_bus(link), link.address, pacing=PACING[link.pacing], name=link.target)
             else:
-                transport = SerialLink(serial.serial_for_url(link.target, baudrate=link.baud), name=link.target)
+                transport = SerialLink(serial_for_url(link.target, baudrate=link.baud), name=link.target)
         except (serial.SerialException, OSError, ValueError) as exc:
             raise LinkError(f"cannot open Notecard {link.target!r}: {exc}", code="E_LINK_OPEN") from exc
         client = CardClient(transport, timeout=timeout, lock=lock)
@@ -99,17 +99,4 @@ def open_notecard(spec: str | LinkSpec | None, *, baud: int | None = None, timeo
 
 
 def _open_bus(link: LinkSpec):
-    if link.simulated:
-        from notedfu.sim import registry
-        from notedfu.sim.i2c import SimI2CBus
-        from notedfu.sim.notecard import card_from_options
-        from notedfu.sim.protocol_sim import parse_sim_url
-
-        _, opts = parse_sim_url(link.target)
-        opts.setdefault("profile", ["i2c100k"])
-        name = opts.get("name", [None])[-1]
-        card = registry.get_or_create("notecard", name, lambda: card_from_options(opts))
-        return SimI2CBus(card, link.address)
-    from smbus2 import SMBus
-
-    return SMBus(link.target)
+    return open_i2c_bus(link.target, link.address)

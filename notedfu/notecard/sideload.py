@@ -34,7 +34,7 @@ from notedfu.notecard.client import CardClient, CardRequestError
 from notedfu.notecard.dfu import MAX_IMAGE_BYTES, ImageInfo
 from notedfu.notecard.mode import CardMode
 from notedfu.notecard.staging import Staging
-from notedfu.target.image import firmware_info
+from notedfu.protocol.firmware import firmware_info
 
 
 @dataclass

@@ -26,8 +26,8 @@ from typing import Any
 
 from notedfu.checksums import crc32, md5_hex
 from notedfu.specs import check_option_names
-from notedfu.cobs import CobsError, cobs_decode, cobs_encode
-from notedfu.target.image import firmware_info
+from notedfu.protocol.cobs import CobsError, cobs_decode, cobs_encode
+from notedfu.protocol.firmware import firmware_info
 from notedfu.sim.faults import DATA_FAULTS, MODE_FAULTS, Fault, parse_faults
 from notedfu.sim.timing import PROFILES, LinkProfile, profile
 

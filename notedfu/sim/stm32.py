@@ -27,8 +27,8 @@ from typing import Callable, Generator
 from notedfu.sim.faults import Fault, parse_faults
 from notedfu.specs import check_option_names
 from notedfu.sim.timing import PacedOutputMixin, PacedQueue
-from notedfu.target.an3155 import ACK, NACK, SYNC, Cmd, stm32_crc, xor
-from notedfu.target.chips import CHIPS, Chip
+from notedfu.protocol.an3155 import ACK, NACK, SYNC, Cmd, stm32_crc, xor
+from notedfu.protocol.chips import CHIPS, Chip
 
 STM32_FAULTS = {
     "nack": "NACK the N-th Write Memory block",

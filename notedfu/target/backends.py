@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from notedfu.errors import UsageError
-from notedfu.target.an3155 import TargetError
-from notedfu.target.chips import FLASH_BASE
+from notedfu.errors import TargetError
+from notedfu.protocol.chips import FLASH_BASE
 from notedfu.target.image import Segment
 
 BACKENDS = ("openocd", "stm32flash", "dfu-util", "st-flash")

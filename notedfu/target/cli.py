@@ -160,7 +160,7 @@ def cmd_target_info(args: argparse.Namespace) -> int:
 def cmd_flash(args: argparse.Namespace) -> int:
     """``notedfu flash``."""
     from notedfu.cli import events_for
-    from notedfu.target.chips import FLASH_BASE
+    from notedfu.protocol.chips import FLASH_BASE
     from notedfu.target.backends import LARGEST_FLASH, flash_with_tool
     from notedfu.target.flasher import FlashOptions, check_image
     from notedfu.target.image import load_image

@@ -32,8 +32,10 @@ from typing import Callable
 from notedfu import stopping
 from notedfu.errors import UsageError
 from notedfu.events import Events
-from notedfu.target.an3155 import MAX_BLOCK, Bootloader, BootloaderInfo, Cmd, TargetError, stm32_crc
-from notedfu.target.chips import Chip
+from notedfu.errors import TargetError
+from notedfu.protocol.an3155 import MAX_BLOCK, BootloaderInfo, Cmd, stm32_crc
+from notedfu.target.an3155 import Bootloader
+from notedfu.protocol.chips import Chip
 from notedfu.target.image import Segment
 
 ERASE_BATCH = 32  # pages per erase command (some bootloaders cap the count; see the STM32 notes)
@@ -98,7 +100,7 @@ class FlashOptions:
 
 def plan_flash(segments: list[Segment], chip: Chip, flash_size: int, options: FlashOptions) -> FlashPlan:
     """Check the image against the chip and work out the pages; raise before touching anything."""
-    base, end = chip.flash_base, chip.flash_base + flash_size
+    base = chip.flash_base
     check_image(segments, base, flash_size, options)
 
     pages = []

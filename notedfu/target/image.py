@@ -7,7 +7,6 @@ with code ``E_IMAGE_FILE``.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,16 +111,3 @@ def _load_elf(path: Path) -> list[Segment]:
             return segments
     except (ELFError, OSError) as exc:
         raise ImageFileError(f"{path} is not a usable ELF file: {exc}") from exc
-
-
-def firmware_info(image: bytes) -> dict:
-    """The ``firmware::info:{…}`` JSON embedded in an image, as Notehub reads it."""
-    marker = image.find(b"firmware::info:")
-    if marker < 0:
-        return {}
-    start = marker + len(b"firmware::info:")
-    end = image.find(b"}", start)
-    try:
-        return json.loads(image[start:end + 1])
-    except ValueError:
-        return {}

@@ -14,15 +14,17 @@ from typing import Any
 
 import serial
 
-import notedfu.sim  # noqa: F401 - registers sim://
 from notedfu.errors import UsageError
 from notedfu.portlock import PortBusy, PortLock
+from notedfu.ports import serial_for_url
 from notedfu.preflight import is_pty
 from notedfu.events import Events
 from notedfu.specs import int_option, split_options
 from notedfu.target.backends import BACKENDS
-from notedfu.target.an3155 import MAX_BLOCK, Bootloader, BootloaderInfo, TargetError, Timeouts
-from notedfu.target.chips import Chip, chip_for
+from notedfu.errors import TargetError
+from notedfu.protocol.an3155 import MAX_BLOCK, BootloaderInfo
+from notedfu.target.an3155 import Bootloader, Timeouts
+from notedfu.protocol.chips import Chip, chip_for
 from notedfu.target.flasher import FlashOptions, Flasher, FlashReport, plan_flash
 from notedfu.target.image import Segment
 from notedfu.target.lines import ENTER_BOOTLOADER, RUN_APPLICATION, LineControl, open_line
@@ -79,9 +81,9 @@ class TargetSession:
         self.lock = PortLock(target, "target").acquire()
         device_options = {} if "://" in target else {"exclusive": True}
         try:
-            self.port = serial.serial_for_url(target, baudrate=baud or DEFAULT_BAUD, parity=parity,
-                                              stopbits=serial.STOPBITS_ONE, bytesize=serial.EIGHTBITS, timeout=1,
-                                              write_timeout=WRITE_TIMEOUT, **device_options)
+            self.port = serial_for_url(target, baudrate=baud or DEFAULT_BAUD, parity=parity,
+                                       stopbits=serial.STOPBITS_ONE, bytesize=serial.EIGHTBITS, timeout=1,
+                                       write_timeout=WRITE_TIMEOUT, **device_options)
         except (serial.SerialException, ValueError, OSError) as exc:
             self.lock.release()
             if "exclusively" in str(exc) or getattr(exc, "errno", None) == 11:

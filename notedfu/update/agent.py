@@ -31,10 +31,11 @@ from notedfu.notecard.dfu import Downloader, FetchOptions, ImageInfo
 from notedfu.notecard.link import open_notecard
 from notedfu.notecard.staging import Staging, default_state_dir
 from notedfu.specs import parse_region
-from notedfu.target.chips import FLASH_BASE
+from notedfu.protocol.chips import FLASH_BASE
 from notedfu.target.backends import LARGEST_FLASH, flash_with_tool
 from notedfu.target.flasher import FlashOptions, check_image, plan_flash
-from notedfu.target.image import Segment, firmware_info
+from notedfu.protocol.firmware import firmware_info
+from notedfu.target.image import Segment
 from notedfu.target.lines import ENTER_BOOTLOADER, RUN_APPLICATION
 from notedfu.target.session import TargetOptions, TargetSession, split_target
 from notedfu.update.job import Job, JobStore, job_summary

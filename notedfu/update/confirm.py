@@ -14,6 +14,7 @@ import serial
 
 from notedfu import stopping
 from notedfu.errors import LinkError, UsageError
+from notedfu.ports import serial_for_url
 from notedfu.specs import int_option, split_options
 from notedfu.target.qemu import boot, qemu_available
 
@@ -33,7 +34,7 @@ def watch_console(console: str, pattern: str, timeout: float, baud: int = 115200
         return line_matching(result.output, regex)
     device, options = split_options(console)
     try:
-        port = serial.serial_for_url(device, baudrate=int_option(options, "baud", console) or baud, timeout=0.2)
+        port = serial_for_url(device, baudrate=int_option(options, "baud", console) or baud, timeout=0.2)
     except (serial.SerialException, OSError, ValueError) as exc:
         raise LinkError(f"cannot open console {console!r}: {exc}", code="E_CONSOLE_OPEN") from exc
     seen = b""
