@@ -36,6 +36,16 @@ def serial_for_url(url: str, **kwargs: Any) -> serial.SerialBase:
     return serial.serial_for_url(url, **kwargs)
 
 
+def console_url(spec: str) -> tuple[str, dict[str, list[str]]]:
+    """A confirm console spec as a URL and its options: ``qemu:FLASH_FILE`` is ``qemu://FLASH_FILE`` (the
+    board QEMU boots, served by ``notedfu.sim.protocol_qemu``); anything else is a serial spec."""
+    from notedfu.specs import split_options
+
+    if spec.startswith("qemu:") and not spec.startswith("qemu://"):
+        return "qemu://" + spec[len("qemu:"):], {}
+    return split_options(spec)
+
+
 def open_i2c_bus(target: str, address: int) -> Any:
     """An I2C bus with smbus2's ``i2c_rdwr``: ``/dev/i2c-1`` (smbus2), or ``SCHEME://…`` from a handler package."""
     scheme, sep, _ = target.partition("://")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import urllib.parse
 from pathlib import Path
 
@@ -145,6 +146,9 @@ def console_spec(spec: str) -> None:
     if spec.startswith("qemu:"):
         if not spec[5:]:
             raise ValueError("qemu: needs the flash file it boots (qemu:FLASH_FILE)")
+        if shutil.which("qemu-system-arm") is None:
+            raise ValueError("the console is QEMU, but qemu-system-arm is not installed "
+                             "(sudo apt-get install qemu-system-arm)")
         return
     device_or_url(spec, CONSOLE_OPTIONS, "console")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from notedfu.sim.rig import RigSetup, SimulatedRig, demo_image
-from notedfu.target.qemu import qemu_available
+from notedfu.sim.qemu import qemu_available
 
 needs_qemu = pytest.mark.skipif(not qemu_available(), reason="qemu-system-arm is not installed")
 

@@ -12,7 +12,7 @@ import pytest
 
 from notedfu.target.flasher import FlashOptions
 from notedfu.target.image import load_image
-from notedfu.target.qemu import boot, qemu_available
+from notedfu.sim.qemu import boot, qemu_available
 from notedfu.target.session import TargetSession
 
 FIRMWARE = Path(__file__).resolve().parent.parent / "firmware"

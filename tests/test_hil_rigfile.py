@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from notedfu.target.qemu import qemu_available
+from notedfu.sim.qemu import qemu_available
 
 REPO = Path(__file__).resolve().parent.parent
 

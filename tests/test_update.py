@@ -14,7 +14,7 @@ import pytest
 from notedfu.config import ConfigError, load_config
 from notedfu.errors import ExitCode
 from notedfu.protocol.chips import FLASH_BASE
-from notedfu.target.qemu import boot
+from notedfu.sim.qemu import boot
 from notedfu.update.job import JobStore
 from rig import events, needs_qemu, padded
 

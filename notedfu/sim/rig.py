@@ -24,7 +24,7 @@ from notedfu.sim.gpio import BOOT0, NRST, SimGpioChip
 from notedfu.sim.notecard import NotecardSim, card_from_options
 from notedfu.sim.pty import PtyServer, card_server
 from notedfu.sim.stm32 import STM32_FAULTS, Stm32Sim
-from notedfu.target.qemu import qemu_available
+from notedfu.sim.qemu import qemu_available
 
 def _firmware_dir() -> Path:
     """The prebuilt demo firmware: the checkout's ``firmware/prebuilt``, else the installed package data."""

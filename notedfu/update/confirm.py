@@ -13,26 +13,15 @@ import time
 import serial
 
 from notedfu import stopping
-from notedfu.errors import LinkError, UsageError
-from notedfu.ports import serial_for_url
-from notedfu.specs import int_option, split_options
-from notedfu.target.qemu import boot, qemu_available
+from notedfu.errors import LinkError
+from notedfu.ports import console_url, serial_for_url
+from notedfu.specs import int_option
 
 
 def watch_console(console: str, pattern: str, timeout: float, baud: int = 115200) -> str | None:
     """The console line where ``pattern`` (a regex) appeared within ``timeout`` seconds, or ``None``."""
     regex = re.compile(pattern)
-    if console.startswith("qemu:"):
-        if not qemu_available():
-            raise UsageError("the console is QEMU, but qemu-system-arm is not installed "
-                             "(sudo apt-get install qemu-system-arm)", code="E_NO_QEMU")
-        result = boot(console[5:], pattern, timeout, should_stop=stopping.requested)
-        stopping.check()  # stopped while watching: the next run watches again, nothing is decided now
-        if result.ended and not result.matched:
-            raise LinkError(f"the console ended after {result.seconds:.1f} s: QEMU exited "
-                            f"({result.output.strip()[-200:] or 'no output'})", code="E_CONSOLE_LOST")
-        return line_matching(result.output, regex)
-    device, options = split_options(console)
+    device, options = console_url(console)  # qemu:FLASH_FILE is a port too (notedfu.sim.protocol_qemu)
     try:
         port = serial_for_url(device, baudrate=int_option(options, "baud", console) or baud, timeout=0.2)
     except (serial.SerialException, OSError, ValueError) as exc:
@@ -41,7 +30,7 @@ def watch_console(console: str, pattern: str, timeout: float, baud: int = 115200
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
-            stopping.check()
+            stopping.check()  # stopped while watching: the next run watches again, nothing is decided now
             try:
                 seen = (seen + port.read(max(1, port.in_waiting)))[-4096:]
             except (serial.SerialException, OSError) as exc:  # unplugged, or the adapter reset

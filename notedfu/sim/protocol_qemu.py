@@ -1,0 +1,105 @@
+"""pyserial URL handler for ``qemu://FLASH_FILE``: the console of a board QEMU boots from a flash file.
+
+The emulated bootloader's flash file holds what was flashed; QEMU's
+``stm32vldiscovery`` machine boots it and its USART1 is this port's read side
+(writes are dropped: the demo firmware only talks). The board runs from
+``open()`` to ``close()``; if QEMU exits meanwhile, ``read`` raises
+``SerialException`` like an unplugged adapter. The config's ``qemu:FLASH_FILE``
+console spec is this URL (see :func:`notedfu.ports.console_url`).
+
+As with ``sim://``, pyserial hides an ``ImportError`` here as "protocol not
+known": standard library, pyserial and notedfu only.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import subprocess
+import time
+import urllib.parse
+
+from serial.serialutil import PortNotOpenError, SerialBase, SerialException
+
+from notedfu.sim.qemu import MACHINE, QEMU, qemu_available
+
+
+class Serial(SerialBase):
+    """QEMU's serial console, read like a serial port."""
+
+    def open(self) -> None:
+        """Start QEMU on the flash file the URL names."""
+        if self.is_open:
+            raise SerialException("port already open")
+        parts = urllib.parse.urlsplit(self.port)
+        flash = urllib.parse.unquote(parts.netloc + parts.path)
+        if not qemu_available():
+            raise SerialException(f"{QEMU} is not installed (sudo apt-get install qemu-system-arm)")
+        if not os.path.isfile(flash):
+            raise SerialException(f"no flash file {flash!r} for QEMU to boot")
+        self._process = subprocess.Popen(
+            [QEMU, "-M", MACHINE, "-nographic", "-monitor", "none", "-serial", "stdio", "-kernel", flash],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True)  # a Ctrl-C meant for notedfu does not kill the board behind its back
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._process.stdout, selectors.EVENT_READ)
+        self._buffer = bytearray()
+        self._ended = ""
+        self.is_open = True
+
+    def close(self) -> None:
+        """Stop QEMU."""
+        if self.is_open:
+            self.is_open = False
+            self._selector.close()
+            self._process.kill()
+            self._process.wait()
+
+    def _pump(self, timeout: float) -> None:
+        if self._ended or not self._selector.select(max(0.0, timeout)):
+            return
+        chunk = os.read(self._process.stdout.fileno(), 4096)
+        if chunk:
+            self._buffer += chunk
+        else:
+            self._process.wait()
+            self._ended = f"QEMU exited (status {self._process.returncode})"
+
+    @property
+    def in_waiting(self) -> int:
+        """Bytes the board has printed and nobody has read."""
+        if not self.is_open:
+            raise PortNotOpenError()
+        self._pump(0)
+        return len(self._buffer)
+
+    def read(self, size: int = 1) -> bytes:
+        """Up to ``size`` bytes within ``timeout``; ``SerialException`` once QEMU is gone and all is read."""
+        if not self.is_open:
+            raise PortNotOpenError()
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        while len(self._buffer) < size and not self._ended:
+            left = 0.2 if deadline is None else deadline - time.monotonic()
+            if left <= 0:
+                break
+            self._pump(min(left, 0.2))
+        if not self._buffer and self._ended:
+            raise SerialException(f"the board's console ended: {self._ended}")
+        data, self._buffer = bytes(self._buffer[:size]), self._buffer[size:]
+        return data
+
+    def write(self, data: bytes) -> int:
+        """The demo firmware reads nothing: accepted and dropped."""
+        if not self.is_open:
+            raise PortNotOpenError()
+        return len(data)
+
+    def reset_input_buffer(self) -> None:
+        """Forget what the board printed so far."""
+        self._buffer.clear()
+
+    def reset_output_buffer(self) -> None:
+        """Nothing is buffered on the way out."""
+
+    def _reconfigure_port(self, force_update: bool = False) -> None:
+        """Baud rate and framing do not apply to QEMU's console."""
