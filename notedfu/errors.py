@@ -118,3 +118,34 @@ class TargetError(NotedfuError):
 
     code = "E_TARGET"
     exit_code = ExitCode.TARGET
+
+class Cancelled(NotedfuError):
+    """``notedfu cancel`` stopped the job before the target was touched."""
+
+    code = "E_CANCELLED"
+    exit_code = ExitCode.CANCELLED
+    permanent = True  # the user's decision, not a fault to retry: Notehub hears the image was declined
+
+
+class StageFailed(NotedfuError):
+    """A stage failed; carries the stage name and the error."""
+
+    def __init__(self, stage: str, error: NotedfuError) -> None:
+        super().__init__(error.message, code=error.code, permanent=error.permanent)
+        self.stage = stage
+        self.error = error
+        self.exit_code = error.exit_code
+
+
+class Unconfirmed(NotedfuError):
+    """The new firmware did not prove it booted."""
+
+    code = "E_UNCONFIRMED"
+    exit_code = ExitCode.UNCONFIRMED
+
+
+class ImageSuperseded(NotedfuError):
+    """The card no longer offers the job's image: the job is dropped, nothing is reported."""
+
+    code = "E_IMAGE_CHANGED"
+    exit_code = ExitCode.TRY_LATER

@@ -180,6 +180,7 @@ with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
                     reason="running a client as another user needs root and a system python3")
 def test_install_by_path_reads_only_what_the_client_could_read_and_stages_it_0600(daemon, rig):
     r = rig()
+    r.card.image, r.card.dfu_state = None, "idle"  # Notehub offers nothing: only the socket installs
     shared = Path(tempfile.mkdtemp(prefix="notedfu-peer-"))  # a place an unprivileged user can reach
     try:
         shared.chmod(0o755)

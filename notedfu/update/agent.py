@@ -22,24 +22,18 @@ from typing import Any
 from filelock import Timeout
 
 from notedfu import stopping
-from notedfu.checksums import md5_hex
 from notedfu.config import Config
-from notedfu.errors import Busy, ExitCode, Interrupted, NotedfuError, NotReadyError
+from notedfu.errors import (Busy, Cancelled, ExitCode, ImageSuperseded, Interrupted, NotedfuError, NotReadyError,
+                            StageFailed)
 from notedfu.events import STEPS, Events
 from notedfu.notecard.client import CardClient, CardRequestError
 from notedfu.notecard.dfu import Downloader, FetchOptions, ImageInfo
 from notedfu.notecard.link import open_notecard
 from notedfu.notecard.staging import Staging, default_state_dir
-from notedfu.specs import parse_region
-from notedfu.protocol.chips import FLASH_BASE
-from notedfu.target.backends import LARGEST_FLASH, flash_with_tool
-from notedfu.target.flasher import FlashOptions, check_image, plan_flash
 from notedfu.protocol.firmware import firmware_info
-from notedfu.target.image import Segment
-from notedfu.target.lines import ENTER_BOOTLOADER, RUN_APPLICATION
-from notedfu.target.session import TargetOptions, TargetSession, split_target
-from notedfu.update.job import Job, JobStore, job_summary
-from notedfu.update.signature import public_key_from_text, split_signed, verified_payload
+from notedfu.update.job import DOWNLOAD_STAGES, Job, JobStore, job_summary
+from notedfu.update.signature import public_key_from_text, split_signed
+from notedfu.update.target_stages import TargetStages
 
 _VERSION = re.compile(r"^\s*v?(\d+)\.(\d+)(?:\.(\d+))?")
 
@@ -72,44 +66,13 @@ class LocalImage:
     source: str = "LOCAL"  # LOCAL (a file) or IPC (streamed over the control socket)
 
 
-class Cancelled(NotedfuError):
-    """``notedfu cancel`` stopped the job before the target was touched."""
-
-    code = "E_CANCELLED"
-    exit_code = ExitCode.CANCELLED
-    permanent = True  # the user's decision, not a fault to retry: Notehub hears the image was declined
 
 
-DOWNLOAD_STAGES = ("enter_dfu", "transfer", "verify", "exit_dfu")
 
 # Stages a cancel may still stop: after the flash has begun, stopping would leave the target without firmware.
 OBSERVED_STAGES = ("enter_dfu", "transfer", "exit_dfu")
 """Stages run by one download call: the downloader says when each begins (``_download_stage``)."""
 CANCELLABLE = ("check", "enter_dfu", "transfer", "verify", "exit_dfu", "flash")
-
-
-class StageFailed(NotedfuError):
-    """A stage failed; carries the stage name and the error."""
-
-    def __init__(self, stage: str, error: NotedfuError) -> None:
-        super().__init__(error.message, code=error.code, permanent=error.permanent)
-        self.stage = stage
-        self.error = error
-        self.exit_code = error.exit_code
-
-
-class Unconfirmed(NotedfuError):
-    """The new firmware did not prove it booted."""
-
-    code = "E_UNCONFIRMED"
-    exit_code = ExitCode.UNCONFIRMED
-
-
-class ImageSuperseded(NotedfuError):
-    """The card no longer offers the job's image: the job is dropped, nothing is reported."""
-
-    code = "E_IMAGE_CHANGED"
-    exit_code = ExitCode.TRY_LATER
 
 
 def _clock(when: float) -> str:
@@ -130,13 +93,12 @@ class Updater:
         self.staging = Staging(root, warn)
         self.store = JobStore(root, warn)
         self.public_key = public_key_from_text(config.policy.public_key) if config.policy.public_key else None
+        self.target = TargetStages(config, self.events, self.store, self.staging, self.public_key)
         self.client: CardClient | None = None
-        self.resumed = False
         self.job: Job | None = None  # the job being processed, for status answers
         self.cancel_requested = threading.Event()
         self._cancel_lock = threading.Lock()
         self._last_idle: dict[str, Any] = {}
-        self.flashing = False  # the flash has begun: too late to cancel
         self.continuing = False  # this run continues a job an earlier run left unfinished
         self._download_step = ""  # the downloader's latest step: which stage a download failure belongs to
         self.events.sinks.append(self._watch)
@@ -146,7 +108,7 @@ class Updater:
         """One cycle; refuses at once if another agent holds the state directory."""
         try:
             with self.staging.lock.acquire(timeout=0):
-                self.flashing = self.continuing = False
+                self.target.flashing = self.continuing = False
                 try:
                     return self._run(local)
                 finally:
@@ -272,32 +234,13 @@ class Updater:
             verdict = "downgrade"
         else:
             return "install"
-        held = self._chip_holds(installed["md5"])
+        held = self.target.chip_holds(installed["md5"])
         if held is False:
             self.events.message(f"the chip does not hold the recorded {installed.get('version') or installed['md5']} "
                                 "(a board swapped or reflashed?): the record is dropped", "warning")
             self.store.forget_installed()
             return "install"
         return verdict
-
-    def _chip_holds(self, md5: str) -> bool | None:
-        """Whether the target holds the staged image ``md5``; ``None`` when that cannot be known here."""
-        path = self.staging.paths(md5)[2]
-        if not self.config.target.spec or not path.exists() or not self._target_lines_wired():
-            return None  # no reset line: looking would stop the running application for good
-        try:
-            payload = verified_payload(path.read_bytes(), None)
-            session = self._target()
-            try:
-                session.connect()
-                held = session.holds([Segment(FLASH_BASE, payload)], self._flash_options())
-                session.start_application()  # it was running before we looked
-            finally:
-                session.close()
-        except NotedfuError as exc:
-            self.events.message(f"could not ask the chip what it holds ({exc}); going by the record", "warning")
-            return None
-        return held
 
     def _refuse_rejected(self, job: Job, rejected: dict[str, Any]) -> Outcome:
         """An image that was rolled back is offered again: not retried unless forced; Notehub hears why."""
@@ -318,7 +261,7 @@ class Updater:
             if job is None:
                 return "no job is running"
             stage = job.next_stage()
-            if self.flashing or stage not in CANCELLABLE or (stage == "flash" and
+            if self.target.flashing or stage not in CANCELLABLE or (stage == "flash" and
                                                              job.stages["flash"].state == "running"):
                 return (f"job {job.id} is past the point of cancelling (stage {stage}): stopping now would leave "
                         "the target without firmware")
@@ -351,8 +294,8 @@ class Updater:
             if isinstance(failure.error, ImageSuperseded):
                 return self._supersede(job, failure)
             if failure.code == "E_UNCONFIRMED" and not job.rolled_back:
-                if job.lkg and self._target_lines_wired():
-                    return self._fail(job, self._roll_back(job, failure))
+                if job.lkg and self.target.lines_wired():
+                    return self._fail(job, self.target.roll_back(job, failure))
                 self.events.message("cannot roll back: " + ("no reset line to take the board back into its "
                                                            "bootloader" if job.lkg else "no last-known-good image"),
                                     "warning")
@@ -365,11 +308,11 @@ class Updater:
 
     def _stage(self, job: Job, name: str) -> None:
         stage = job.stages[name]
-        self.resumed = self.continuing  # an earlier run died inside this job
+        self.target.resumed = self.continuing  # an earlier run died inside this job
         self._download_step = ""
         try:
             with self._cancel_lock:  # a cancel is either seen here or refused: never left for another job
-                if self.cancel_requested.is_set() and name in CANCELLABLE and not self.flashing:
+                if self.cancel_requested.is_set() and name in CANCELLABLE and not self.target.flashing:
                     raise Cancelled("cancelled on request before the target was touched")
                 observed = self._in_download(job, name)  # the downloader says when those begin
                 if not observed:
@@ -442,7 +385,7 @@ class Updater:
         It raises only on step events emitted inside the downloader's ``try``
         (never on ``exit_dfu``), so the card is always handed back.
         """
-        if (self.cancel_requested.is_set() and not self.flashing and event["type"] == "step"
+        if (self.cancel_requested.is_set() and not self.target.flashing and event["type"] == "step"
                 and event["step"] in ("enter_dfu", "transfer", "verify")):
             self.cancel_requested.clear()
             raise Cancelled("cancelled on request before the target was touched")
@@ -490,181 +433,20 @@ class Updater:
         """The signature (with a key configured), and the version the image says it is."""
         if self.public_key is not None:
             self.events.step("verify", "checking the image's Ed25519 signature")
-        payload = self._payload(job)
+        payload = self.target.payload(job)
         if not job.version:
             version = firmware_info(payload).get("version")
             job.version = version if isinstance(version, str) else ""
 
-    def _payload(self, job: Job) -> bytes:
-        """The bytes to flash: the staged image, its MD5 checked again right now (the file may have changed
-        on disk since it was verified), its signature checked (if a key is set), the trailer removed."""
-        path = self.staging.paths(job.md5)[2]
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise NotedfuError(f"staged image {path} is missing: {exc.strerror}", code="E_STAGING") from exc
-        if md5_hex(data) != job.md5:
-            self.staging.discard(job.md5)
-            if job.source == "NOTECARD":  # the card still has it: read it again on the next attempt
-                for name in DOWNLOAD_STAGES:
-                    job.stages[name].state = "pending"
-            raise NotedfuError(f"the staged image {path} changed on disk since it was verified (MD5 "
-                               f"{md5_hex(data)}, not {job.md5}): discarded before it reached the target",
-                               code="E_STAGING", permanent=job.source != "NOTECARD")
-        return verified_payload(data, self.public_key)
-
-    def _flash_options(self) -> FlashOptions:
-        return FlashOptions(verify=self.config.target.verify, run=False,
-                            preserve=[parse_region(r) for r in self.config.target.preserve])
-
-    def _target(self) -> TargetSession:
-        tc = self.config.target
-        if not tc.spec:
-            raise NotedfuError("no target configured ([target] spec or --target)", code="E_NO_TARGET")
-        return TargetSession(tc.spec, TargetOptions(tc.baud, tc.boot0, tc.reset, tc.enter or ENTER_BOOTLOADER,
-                                                    tc.run or RUN_APPLICATION), self.events)
 
     def _stage_flash(self, job: Job) -> None:
-        self.events.step("flash", "flashing the target")
-        image = [Segment(FLASH_BASE, self._payload(job))]
-        backend, where = split_target(self.config.target.spec)
-        if backend != "rom":
-            return self._flash_with_tool(job, backend, where, image)
-        session = self._target()
-        try:
-            session.connect()
-            if not job.lkg:
-                job.lkg = self._keep_last_known_good(session, job)
-            started_before, job.flash_started = job.flash_started, True
-            self.store.save(job)
-            self.flashing = True
-            report = session.flash(image, self._flash_options())
-        finally:
-            session.close()
-        if stopping.requested():
-            self.events.message(f"{stopping.reason()} came during the flash: the flash was finished first", "warning")
-        if report.unchanged and not started_before:  # not: an earlier, interrupted attempt wrote it
-            job.unchanged = True
-            self.events.message(f"the chip already holds image {job.md5}: nothing was written")
-
-    def _flash_with_tool(self, job: Job, backend: str, where: str, image: list[Segment]) -> None:
-        """An external tool flashes (and starts) the target: the shared image checks first; it cannot read the
-        chip, so nothing is compared and no last-known-good is kept (said once, here)."""
-        check_image(image, FLASH_BASE, LARGEST_FLASH, self._flash_options())
-        self.events.message(f"flashing with {backend}: it cannot read the chip back, so the image is written "
-                            "whatever the chip holds and a firmware that does not confirm cannot be rolled back")
-        job.flash_started = True
-        self.store.save(job)
-        self.flashing = True
-        flash_with_tool(backend, where, image, verify=self.config.target.verify != "none", run=True)
-
-    def _keep_last_known_good(self, session: TargetSession, job: Job) -> dict[str, Any]:
-        """Before the first byte is written: keep what the chip holds, to roll back to if the new image
-        does not confirm — the recorded image if the chip holds it, else the chip's own flash read back."""
-        record = self.store.installed()
-        md5 = record.get("md5")
-        if md5 and md5 != job.md5 and self.staging.paths(md5)[2].exists():
-            data = verified_payload(self.staging.paths(md5)[2].read_bytes(), None)
-            if session.holds([Segment(FLASH_BASE, data)], self._flash_options()):
-                return {"md5": md5, "version": record.get("version", ""), "from": "record"}
-        data = session.read_image()
-        if data is None or md5_hex(data) == job.md5:
-            if data is None:
-                self.events.message("no last-known-good image: the chip's flash is empty or cannot be read; "
-                                    "a firmware that does not confirm cannot be rolled back", "warning")
-            return {}
-        try:
-            plan_flash([Segment(FLASH_BASE, data)], session.chip, session.flash_size, FlashOptions())
-        except NotedfuError as exc:
-            self.events.message(f"no last-known-good image: what the chip holds is not a bootable image "
-                                f"({exc.message})", "warning")
-            return {}
-        journal = self.staging.stage_bytes(data, source="CHIP")
-        version = firmware_info(data).get("version")
-        self.events.message(f"kept the chip's current image ({version or journal.md5}, {len(data)} bytes) "
-                            "as the last-known-good")
-        return {"md5": journal.md5, "version": version if isinstance(version, str) else "", "from": "chip"}
+        self.target.flash(job)
 
     def _stage_boot(self, job: Job) -> str | None:
-        self.events.step("boot", "starting the new firmware")
-        backend = split_target(self.config.target.spec)[0]
-        if backend != "rom":
-            self.events.message(f"{backend} reset the target after flashing: the new firmware is starting")
-            return "skipped"
-        session = self._target()
-        try:
-            if not session.lines.wired:
-                try:
-                    session.connect()
-                except NotedfuError as exc:
-                    if exc.code != "E_TARGET_NO_SYNC" or not self.resumed:
-                        raise
-                    # No reset line, and the bootloader is silent: an earlier run's Go already started
-                    # the application before it was interrupted. The confirm stage checks that it runs.
-                    self.events.message("the bootloader no longer answers: the application already runs", "warning")
-                    return
-            session.start_application()
-        finally:
-            session.close()
+        return self.target.boot(job)
 
     def _stage_confirm(self, job: Job) -> str | None:
-        if job.unchanged:
-            self.events.message("the chip already held this image: nothing new to confirm")
-            return "skipped"
-        if not self.config.confirm.console:
-            self.events.message("no console configured: boot confirmation skipped")
-            return "skipped"
-        line, pattern = self._watch_banner(job.version)
-        if line is None:
-            raise Unconfirmed(f"the new firmware did not print /{pattern}/ within {self.config.confirm.timeout:g} s")
-        self.events.message(f"the new firmware runs: {line!r}")
-        self.events.step("confirm", "the new firmware runs", state="done", line=line)
-        return None
-
-    def _watch_banner(self, version: str) -> tuple[str | None, str]:
-        """The console line where the firmware ``version`` announces itself, and the pattern watched for."""
-        from notedfu.update.confirm import watch_console
-
-        console = self.config.confirm.console
-        assert console is not None
-        pattern = self.config.confirm.pattern.replace("{version}", re.escape(version) if version else ".*")
-        self.events.step("confirm", f"waiting for /{pattern}/ on {console}")
-        return watch_console(console, pattern, self.config.confirm.timeout, self.config.confirm.baud), pattern
-
-    def _target_lines_wired(self) -> bool:
-        """Whether the agent can take a running board back into its bootloader (BOOT0/NRST wired)."""
-        return bool(self.config.target.reset) and self.config.target.reset != "none"
-
-    def _roll_back(self, job: Job, failure: StageFailed) -> StageFailed:
-        """The new image did not confirm: put the last-known-good back, confirm it, never retry this image."""
-        lkg, name = job.lkg, job.version or job.md5
-        good = lkg.get("version") or lkg["md5"]
-        self.events.message(f"{name} did not confirm: rolling back to {good}", "warning")
-        try:
-            data = verified_payload(self.staging.paths(lkg["md5"])[2].read_bytes(), None)
-            if md5_hex(self.staging.paths(lkg["md5"])[2].read_bytes()) != lkg["md5"]:
-                raise NotedfuError("the last-known-good image changed on disk", code="E_STAGING")
-            session = self._target()
-            try:
-                session.connect()
-                session.flash([Segment(FLASH_BASE, data)], self._flash_options())
-                session.start_application()
-            finally:
-                session.close()
-            line = self._watch_banner(lkg.get("version", ""))[0] if self.config.confirm.console else None
-        except (NotedfuError, OSError) as exc:
-            job.rolled_back = {"md5": lkg["md5"], "version": lkg.get("version", ""), "error": str(exc)}
-            return StageFailed("confirm", Unconfirmed(
-                f"{name} did not confirm, and rolling back to {good} failed: {exc}", permanent=True))
-        job.rolled_back = {"md5": lkg["md5"], "version": lkg.get("version", ""), "confirmed": line is not None}
-        if line is not None:
-            self.events.message(f"the last-known-good firmware runs again: {line!r}")
-        self.store.set_installed(lkg.get("version", ""), lkg["md5"])
-        self.store.reject(job.md5, f"{name} did not confirm and was rolled back to {good}")
-        message = f"{name} did not confirm; rolled back to {good}" + ("" if line is not None or not
-                                                                     self.config.confirm.console
-                                                                     else f" ({good} did not confirm either)")
-        return StageFailed("confirm", Unconfirmed(message, permanent=True))
+        return self.target.confirm(job)
 
     def _stage_report(self, job: Job) -> str | None:
         self.store.set_installed(job.version, job.md5)

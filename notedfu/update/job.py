@@ -88,6 +88,9 @@ class Job:
         return next((n for n in STEPS if self.stages[n].state not in ("done", "skipped")), None)
 
 
+DOWNLOAD_STAGES = ("enter_dfu", "transfer", "verify", "exit_dfu")
+"""The stages one download covers (the card is in DFU mode from enter_dfu to exit_dfu)."""
+
 def job_summary(job: Job | None) -> dict[str, Any] | None:
     """The few fields of a job that `notedfu status` shows for the last one."""
     if job is None:
