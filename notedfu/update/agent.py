@@ -12,7 +12,6 @@ are repeated. The Notecard is handed back on every path by the downloader.
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from notedfu import stopping
 from notedfu.config import Config
 from notedfu.errors import (Busy, Cancelled, ExitCode, ImageSuperseded, Interrupted, NotedfuError, NotReadyError,
                             StageFailed)
-from notedfu.events import STEPS, Events
+from notedfu.events import Events
 from notedfu.notecard.client import CardClient, CardRequestError
 from notedfu.notecard.dfu import Downloader, FetchOptions, ImageInfo
 from notedfu.notecard.link import open_notecard
@@ -33,30 +32,9 @@ from notedfu.notecard.staging import Staging, default_state_dir
 from notedfu.protocol.firmware import firmware_info
 from notedfu.update.job import DOWNLOAD_STAGES, Job, JobStore, job_summary
 from notedfu.update.signature import public_key_from_text, split_signed
+from notedfu.update.endings import JobEndings, Outcome, clock
+from notedfu.update.policy import decide
 from notedfu.update.target_stages import TargetStages
-
-_VERSION = re.compile(r"^\s*v?(\d+)\.(\d+)(?:\.(\d+))?")
-
-
-def compare_versions(a: str, b: str) -> int | None:
-    """-1, 0 or 1 for dotted versions; ``None`` when either does not parse."""
-    ma, mb = _VERSION.match(a or ""), _VERSION.match(b or "")
-    if not ma or not mb:
-        return None
-    ta = tuple(int(x or 0) for x in ma.groups())
-    tb = tuple(int(x or 0) for x in mb.groups())
-    return (ta > tb) - (ta < tb)
-
-
-@dataclass
-class Outcome:
-    """What a cycle ended in."""
-
-    state: str  # idle, downloading, ready (awaiting approval), or a job's terminal state
-    job: Job | None = None
-    detail: str = ""
-    exit_code: int = 0
-
 
 @dataclass(frozen=True)
 class LocalImage:
@@ -75,10 +53,6 @@ OBSERVED_STAGES = ("enter_dfu", "transfer", "exit_dfu")
 CANCELLABLE = ("check", "enter_dfu", "transfer", "verify", "exit_dfu", "flash")
 
 
-def _clock(when: float) -> str:
-    return time.strftime("%H:%M:%S", time.localtime(when))
-
-
 class Updater:
     """Runs update cycles for one Notecard and one target."""
 
@@ -94,6 +68,7 @@ class Updater:
         self.store = JobStore(root, warn)
         self.public_key = public_key_from_text(config.policy.public_key) if config.policy.public_key else None
         self.target = TargetStages(config, self.events, self.store, self.staging, self.public_key)
+        self.endings = JobEndings(config, self.events, self.store, lambda: self.client)
         self.client: CardClient | None = None
         self.job: Job | None = None  # the job being processed, for status answers
         self.cancel_requested = threading.Event()
@@ -139,7 +114,7 @@ class Updater:
             self.downloader.mode.repair()  # a card an earlier run left in DFU mode goes back first, whatever else
         if job is not None:
             if job.retry_at > time.time() and not self.retry_now:
-                return Outcome("retry", job, f"job {job.id} tries again at {_clock(job.retry_at)} "
+                return Outcome("retry", job, f"job {job.id} tries again at {clock(job.retry_at)} "
                                              f"(attempt {job.attempts + 1} of {self.config.agent.retry_limit})",
                                int(ExitCode.TRY_LATER))
             if local is not None:
@@ -165,13 +140,13 @@ class Updater:
         try:
             image = ImageInfo.from_body(status.get("body"))
         except NotedfuError as exc:
-            return self._refuse_offer(exc)
+            return self.endings.refuse_offer(exc)
         job = Job.new(image.md5, image.length, version=image.version, name=image.source)
         if (rejected := self.store.rejected(image.md5)) and not self.force:
-            return self._refuse_rejected(job, rejected)
+            return self.endings.refuse_rejected(job, rejected)
         verdict = self._decide(job)
         if verdict == "up_to_date":
-            return self._up_to_date(job)
+            return self.endings.up_to_date(job)
         if self.config.policy.mode == "manual" and not self.store.take_approval(image.md5):
             self.store.set_pending(image.md5, image.version, image.length)
             self._idle(state="ready", md5=image.md5, version=image.version,
@@ -198,62 +173,15 @@ class Updater:
             job.stages[name].state = "skipped"
         verdict = self._decide(job)
         if verdict == "up_to_date":
-            return self._up_to_date(job)
+            return self.endings.up_to_date(job)
         self.store.save(job)
         return self._process(job, verdict)
 
-    def _up_to_date(self, job: Job) -> Outcome:
-        job.state = "up_to_date"
-        for name in STEPS:
-            job.stages[name].state = "skipped"
-        if job.source == "NOTECARD":
-            self._report_stop(job, ok=True, text=f"already running {job.version}")
-        self.store.clear_pending()
-        self.store.save(job)
-        self.events.status("SUCCESS", state="up_to_date", job=job.id, version=job.version,
-                           result=job_summary(job))
-        return Outcome("up_to_date", job)
-
     def _decide(self, job: Job) -> str:
-        """``install``, ``up_to_date`` or ``downgrade``: the record proposes, the chip decides.
+        """``install``, ``up_to_date`` or ``downgrade`` (:func:`notedfu.update.policy.decide`)."""
+        return decide(job, self.store, self.config.policy, self.events, force=self.force,
+                      chip_holds=self.target.chip_holds)
 
-        The installed record is only a fast path. Where it would stop an
-        update (the same image; an older version), the chip is asked whether it
-        really holds the recorded image — when a target is configured and that
-        image is still staged — and a record the chip contradicts (a board
-        swapped or reflashed by hand) is dropped. A different image of the same
-        version is installed: the flash stage compares it with the chip anyway.
-        """
-        installed = self.store.installed()
-        if self.force or not installed.get("md5"):
-            return "install"
-        order = compare_versions(job.version, installed.get("version", ""))
-        if installed["md5"] == job.md5:
-            verdict = "up_to_date"
-        elif order == -1 and not self.config.policy.allow_downgrade:
-            verdict = "downgrade"
-        else:
-            return "install"
-        held = self.target.chip_holds(installed["md5"])
-        if held is False:
-            self.events.message(f"the chip does not hold the recorded {installed.get('version') or installed['md5']} "
-                                "(a board swapped or reflashed?): the record is dropped", "warning")
-            self.store.forget_installed()
-            return "install"
-        return verdict
-
-    def _refuse_rejected(self, job: Job, rejected: dict[str, Any]) -> Outcome:
-        """An image that was rolled back is offered again: not retried unless forced; Notehub hears why."""
-        text = f"E_ROLLED_BACK: image {job.md5} was rolled back before ({rejected.get('reason', '')}); " \
-               "install it with --force"
-        self.events.message(text, "error")
-        if job.source == "NOTECARD" and self.client is not None:
-            self._report_stop(job, ok=False, text=text)
-        self.events.status("FAILURE", state="fail", failure="permanent",
-                           error={"stage": "check", "code": "E_ROLLED_BACK", "message": text})
-        return Outcome("fail", None, text, int(ExitCode.FAILURE))
-
-    # ------------------------------------------------------------ stages
     def request_cancel(self) -> str:
         """Ask the running job to stop before the target is touched; ``""`` if accepted, else why not."""
         with self._cancel_lock:
@@ -290,18 +218,18 @@ class Updater:
                 stage = job.next_stage()
         except StageFailed as failure:
             if failure.stage == "report":
-                return self._report_pending(job, failure)
+                return self.endings.report_pending(job, failure)
             if isinstance(failure.error, ImageSuperseded):
-                return self._supersede(job, failure)
+                return self.endings.supersede(job, failure)
             if failure.code == "E_UNCONFIRMED" and not job.rolled_back:
                 if job.lkg and self.target.lines_wired():
-                    return self._fail(job, self.target.roll_back(job, failure))
+                    return self.endings.fail(job, self.target.roll_back(job, failure))
                 self.events.message("cannot roll back: " + ("no reset line to take the board back into its "
                                                            "bootloader" if job.lkg else "no last-known-good image"),
                                     "warning")
             if failure.permanent or job.attempts >= self.config.agent.retry_limit:
-                return self._fail(job, failure)
-            return self._retry_later(job, failure)
+                return self.endings.fail(job, failure)
+            return self.endings.retry_later(job, failure)
         self.events.status("SUCCESS", job=job.id, version=job.version, state=job.state,  # once saved as done
                            result=job_summary(job))
         return Outcome(job.state, job)
@@ -461,7 +389,7 @@ class Updater:
                 self.downloader.mode.repair()  # if exit_dfu could not hand the card back, now it can
                 if job.source == "NOTECARD":
                     done = "already running" if job.unchanged else "installed"
-                    self._report_stop(job, ok=True, text=f"firmware {job.version or job.md5} {done}")
+                    self.endings.report_stop(job, ok=True, text=f"firmware {job.version or job.md5} {done}")
                 if job.version:
                     self.client.request({"req": "dfu.status", "name": "user", "version": job.version})
             except NotedfuError as exc:
@@ -470,76 +398,3 @@ class Updater:
                 self.events.message(f"could not report the local install to Notehub: {exc}", "warning")
         job.state = "up_to_date" if job.unchanged else "success"
         return result
-
-    # ------------------------------------------------------------ endings
-    def _report_stop(self, job: Job, ok: bool, text: str) -> None:
-        req: dict[str, Any] = {"req": "dfu.status", "name": "user", "stop": True}
-        req["status" if ok else "err"] = text[:200]
-        self.client.request(req)
-
-    def _report_pending(self, job: Job, failure: StageFailed) -> Outcome:
-        """The new firmware is installed but Notehub has not heard: keep the job open for the next run."""
-        detail = f"installed, but not reported to Notehub ({failure}); the next run reports it"
-        self.events.message(detail, "error")
-        return Outcome("processing", job, detail, int(failure.exit_code))
-
-    def _retry_later(self, job: Job, failure: StageFailed) -> Outcome:
-        """A transient failure: keep everything, tell Notehub nothing, try again after a backoff."""
-        agent = self.config.agent
-        delay = min(agent.retry_backoff_max, agent.retry_backoff * 2 ** max(0, job.attempts - 1))
-        job.retry_at = time.time() + delay
-        job.error = {"stage": failure.stage, "code": failure.code, "message": failure.message, "kind": "transient"}
-        self.store.save(job)  # still processing: the failed stage says "error", the next attempt starts there
-        detail = (f"{failure.code}: {failure.message} — transient: the images are kept, attempt {job.attempts} of "
-                  f"{agent.retry_limit}, next at {_clock(job.retry_at)}")
-        self.events.message(detail, "warning")
-        self.events.status("FAILURE", job=job.id, state="retry", failure="transient", error=job.error,
-                           attempt=job.attempts, attempts=agent.retry_limit, retry_at=round(job.retry_at, 3))
-        return Outcome("retry", job, detail, int(ExitCode.TRY_LATER))
-
-    def _supersede(self, job: Job, failure: StageFailed) -> Outcome:
-        """The card moved on to another image (or none): drop the job, report nothing about it."""
-        job.state = "superseded"
-        job.error = {"stage": failure.stage, "code": failure.code, "message": failure.message, "kind": "superseded"}
-        self._skip_pending(job)
-        self.store.save(job)
-        self.events.status("FAILURE", job=job.id, state=job.state, failure="superseded", error=job.error)
-        return Outcome("superseded", job, failure.message, int(ExitCode.TRY_LATER))
-
-    @staticmethod
-    def _skip_pending(job: Job) -> None:
-        for name in STEPS:
-            if job.stages[name].state in ("pending", "error") and name != job.error.get("stage"):
-                job.stages[name].state = "skipped"
-
-    def _refuse_offer(self, exc: NotedfuError) -> Outcome:
-        """The card offers something that cannot be an image: permanent, reported once, no job."""
-        if not exc.permanent:
-            raise exc
-        try:
-            self.client.request({"req": "dfu.status", "name": "user", "stop": True,
-                                 "err": f"{exc.code}: {exc.message}"[:200]})
-        except NotedfuError as report_error:
-            self.events.message(f"could not report the bad image to Notehub: {report_error}", "error")
-        error = {"stage": "check", "code": exc.code, "message": exc.message, "kind": "permanent"}
-        self.events.status("FAILURE", state="fail", failure="permanent", error=error)
-        return Outcome("fail", None, exc.message, int(exc.exit_code))
-
-    def _fail(self, job: Job, failure: StageFailed) -> Outcome:
-        """A permanent failure (or the retry budget spent): the job ends and Notehub hears, once."""
-        job.state = "unconfirmed" if failure.code == "E_UNCONFIRMED" and not job.rolled_back else "fail"
-        message = failure.message
-        if not failure.permanent:
-            message += f" (gave up after {job.attempts} attempts)"
-        job.error = {"stage": failure.stage, "code": failure.code, "message": message, "kind": "permanent"}
-        job.retry_at = 0.0
-        self._skip_pending(job)
-        if job.source == "NOTECARD" and self.client is not None:
-            try:
-                self._report_stop(job, ok=False, text=f"{failure.code}: {message}")
-                job.stages["report"].state = "done"
-            except NotedfuError as exc:
-                self.events.message(f"could not report the failure to Notehub: {exc}", "error")
-        self.store.save(job)
-        self.events.status("FAILURE", job=job.id, state=job.state, failure="permanent", error=job.error)
-        return Outcome(job.state, job, message, int(failure.exit_code))

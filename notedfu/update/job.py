@@ -216,3 +216,16 @@ class JobStore:
             return False
         path.unlink()
         return True
+
+
+_VERSION = re.compile(r"^\s*v?(\d+)\.(\d+)(?:\.(\d+))?")
+
+
+def compare_versions(a: str, b: str) -> int | None:
+    """-1, 0 or 1 for dotted versions; ``None`` when either does not parse."""
+    ma, mb = _VERSION.match(a or ""), _VERSION.match(b or "")
+    if not ma or not mb:
+        return None
+    ta = tuple(int(x or 0) for x in ma.groups())
+    tb = tuple(int(x or 0) for x in mb.groups())
+    return (ta > tb) - (ta < tb)
