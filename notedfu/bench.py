@@ -36,7 +36,9 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from notedfu.sim.notecard import NotecardSim, SimConfig, add_crc
+from notedfu.protocol.notecard import add_crc
+from notedfu.sim.card_config import SimConfig
+from notedfu.sim.notecard import NotecardSim
 from notedfu.sim.timing import LinkProfile, profile
 
 DEFAULT_SIZES = {"uart9600": 64 * 1024, "aux115200": 256 * 1024, "usb": 256 * 1024, "i2c100k": 128 * 1024,

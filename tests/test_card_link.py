@@ -30,7 +30,7 @@ from notedfu.notecard.staging import Staging
 from notedfu.notecard.transport import SerialLink, Smbus2Adapter
 from notedfu.protocol.notecard import AnswerReader, add_crc, encode_request, is_idempotent
 from notedfu.sim.i2c import SimI2CBus
-from notedfu.sim.notecard import REFUSALS
+from notedfu.sim.card_config import REFUSALS
 
 
 class Tap:

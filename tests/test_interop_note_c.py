@@ -16,7 +16,8 @@ import pytest
 from notedfu.checksums import md5_hex
 from notedfu.sim.cardport import CardPort
 from notedfu.sim.i2c import SimI2CBus
-from notedfu.sim.notecard import NotecardSim, SimConfig
+from notedfu.sim.card_config import SimConfig
+from notedfu.sim.notecard import NotecardSim
 from notedfu.sim.timing import profile
 
 from notec import NoteC, build, source_dir

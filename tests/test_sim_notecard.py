@@ -17,7 +17,9 @@ from smbus2 import i2c_msg
 from notedfu.checksums import crc32
 from notedfu.notecard.transport import Smbus2Adapter
 from notedfu.sim.i2c import SimI2CBus
-from notedfu.sim.notecard import NotecardSim, SimConfig, add_crc, check_crc
+from notedfu.protocol.notecard import add_crc, check_crc
+from notedfu.sim.card_config import SimConfig
+from notedfu.sim.notecard import NotecardSim
 from notedfu.sim.timing import PacedQueue, profile
 
 

@@ -33,6 +33,7 @@ from notedfu.checksums import crc32
 
 CRC_FIELD_LENGTH = 22  # ,"crc":"SSSS:CCCCCCCC"  (note-c CRC_FIELD_LENGTH)
 _CRC_FIELD = re.compile(r'"crc":"([0-9A-Fa-f]{4}):([0-9A-Fa-f]{8})"\}$')
+_CRC_FIELD_BYTES = re.compile(rb'([ ,])"crc":"([0-9A-Fa-f]{4}):([0-9A-Fa-f]{8})"\}\s*$')  # as a card reads it
 _TAG = re.compile(r"\{([a-z0-9-]+)\}")
 
 # Requests that can be sent again without changing anything on the card. A
@@ -48,6 +49,23 @@ def add_crc(text: str, seq: int) -> str:
         raise ValueError("not a JSON object")
     separator = " " if ":" not in text else ","
     return f'{text[:-1]}{separator}"crc":"{seq & 0xFFFF:04X}:{crc32(text.encode()):08X}"}}'
+
+
+def check_crc(line: bytes) -> tuple[bytes, int | None, bool]:
+    """Split a request line into (JSON without crc, seq or None, crc ok).
+
+    Hosts frame the field as note-c does (``_crcAdd``) or as note-python does
+    (no separator in an empty object); both are taken.
+    """
+    match = _CRC_FIELD_BYTES.search(line)
+    if not match:
+        bare = re.search(rb'\{"crc":"([0-9A-Fa-f]{4}):([0-9A-Fa-f]{8})"\}\s*$', line)
+        if not bare:
+            return line, None, True
+        return b"{}", int(bare[1], 16), crc32(b"{}") == int(bare[2], 16)
+    body = line[:match.start()] + b"}"
+    seq = int(match[2], 16)
+    return body, seq, crc32(body) == int(match[3], 16)
 
 
 def encode_request(req: dict[str, Any], seq: int) -> bytes:

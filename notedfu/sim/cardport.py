@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import threading
 
-from notedfu.sim.notecard import INPUT_BUFFER, NotecardSim, Reply
+from notedfu.sim.card_config import INPUT_BUFFER, Reply
+from notedfu.sim.notecard import NotecardSim
 from notedfu.sim.timing import LinkProfile, PacedOutputMixin, PacedQueue
 
 BURST_GAP = 0.1

@@ -16,150 +16,23 @@ chunks at increasing offsets (base64 ``payload``, or ``binary:true`` after a
 
 from __future__ import annotations
 
-import base64
 import json
-import re
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from notedfu.checksums import crc32, md5_hex
 from notedfu.specs import check_option_names
-from notedfu.protocol.cobs import CobsError, cobs_decode, cobs_encode
+from notedfu.protocol.cobs import cobs_encode
 from notedfu.protocol.firmware import firmware_info
-from notedfu.sim.faults import DATA_FAULTS, MODE_FAULTS, Fault, parse_faults
+from notedfu.protocol.notecard import add_crc, check_crc
+from notedfu.sim.card_config import (BINARY_MAX, DEFAULT_HUB_MODE, ERR_NOT_DFU, ERR_NOT_READY, FIRMWARES, HUB_MODES,
+                                     REFUSALS, Reply, SimConfig)
+from notedfu.sim.card_faults import CardFaults
+from notedfu.sim.card_sideload import SideloadRequests
+from notedfu.sim.faults import DATA_FAULTS, Fault
 from notedfu.sim.timing import PROFILES, LinkProfile, profile
 
-HUB_MODES = ("periodic", "continuous", "minimum", "off")
-DEFAULT_HUB_MODE = "periodic"
-BINARY_MAX = 130554  # card.binary capacity, as in the notecard-schema sample
-INPUT_BUFFER = 1500  # the card's serial input buffer, bytes
-DFU_STORAGE = 1536 * 1024  # the card's host-firmware storage, bytes
-SIDELOAD_CHUNK = 4096  # the chunk dfu.put asks for in base64 mode
-
-ERR_NOT_DFU = "not currently in the DFU operating mode (see hub.set) {hub-mode}"
-ERR_NOT_READY = "DFU mode is not yet fully active: starting communications {wait-module} {connecting} {dfu-not-ready}"
-TRACE_LINE = b"sync: wireless modem now ON {modem-on}\r\n"  # a Notecard trace line (discuss.blues.com/t/109)
-
-FIRMWARES = {
-    # name: (card.binary, dfu.get binary:true, card.version)
-    "base64": (False, False, (5, 1, 1)),  # before card.binary (Notecard firmware 5.3.1)
-    "binary-store": (True, False, (8, 1, 3)),  # card.binary, but dfu.get ignores binary:true
-    "current": (True, True, (9, 1, 1)),  # dfu.get binary:true (notecard-schema PR #256, apiVersion 9.1.1)
-}
-"""Card firmware generations, by what they offer the host."""
-
-REFUSALS = {
-    # How a card answers a dfu.get longer than it serves, in the forms hosts meet:
-    "tagged": '{{"err":"dfu.get: length {length} exceeds the maximum chunk ({max}) {{dfu-dl-chunk-length}}"}}',
-    "untagged": '{{"err":"length exceeds maximum ({max})"}}',
-    "incomplete": '{{"err":"transaction incomplete"}}',  # discuss.blues.com/t/109, 8192-byte reads
-    "io": '{{"err":"dfu.get: cannot read {length} bytes {{io}}"}}',
-    "cutoff": "",  # the answer starts and stops: the card's buffer ran out mid-line
-}
-
-_CRC_FIELD = re.compile(rb'([ ,])"crc":"([0-9A-Fa-f]{4}):([0-9A-Fa-f]{8})"\}\s*$')
-
-
-@dataclass
-class SimConfig:
-    """Everything that shapes one simulated Notecard."""
-
-    image: bytes | None = None
-    image_name: str = "firmware.bin"
-    download_seconds: float = 0.0  # Notehub → card download time once staged
-    hub_mode: str = DEFAULT_HUB_MODE
-    ready_delay: float | None = None  # dfu.get answers {dfu-not-ready} this long after hub.set dfu (None: profile's)
-    dfu_timeout: float = 15 * 60  # DFU mode ends this long after the last hub.set dfu
-    max_chunk: int = 8192  # largest dfu.get length served (notecard-schema's dfu.get binary sample reads 8192)
-    refusal: str = "tagged"  # how a longer dfu.get is refused (REFUSALS)
-    binary: bool = True  # firmware with card.binary
-    dfu_binary: bool = True  # firmware whose dfu.get takes binary:true
-    strict_timing: bool = False  # a host faster than Blues' pacing is answered as a stressed card fails
-    clock_set: bool = True  # the card knows the time (it has synced once); dfu.put needs it
-    snappy: bool = False  # old firmware that asks dfu.put payloads to be snappy-compressed
-    faults: list[Fault] = field(default_factory=list)
-
-    @classmethod
-    def from_options(cls, opts: dict[str, str | list[str]]) -> "SimConfig":
-        """Build a config from string options (URL query or command line)."""
-        def one(key: str) -> str | None:
-            value = opts.get(key)
-            return value[-1] if isinstance(value, list) else value
-
-        config = cls()
-        if (path := one("image")) is not None:
-            config.image = Path(path).read_bytes()
-            config.image_name = Path(path).name
-        for key, attr, kind in (
-            ("download", "download_seconds", float),
-            ("ready_delay", "ready_delay", float),
-            ("dfu_timeout", "dfu_timeout", float),
-            ("max_chunk", "max_chunk", int),
-        ):
-            if (value := one(key)) is not None:
-                setattr(config, attr, kind(value))
-        if (mode := one("mode")) is not None:
-            if mode not in HUB_MODES:
-                raise ValueError(f"mode must be one of {', '.join(HUB_MODES)}, not {mode!r}")
-            config.hub_mode = mode
-        if (refusal := one("refusal")) is not None:
-            if refusal not in REFUSALS:
-                raise ValueError(f"refusal must be one of {', '.join(REFUSALS)}, not {refusal!r}")
-            config.refusal = refusal
-        if (firmware := one("firmware")) is not None:
-            if firmware not in FIRMWARES:
-                raise ValueError(f"firmware must be one of {', '.join(FIRMWARES)}, not {firmware!r}")
-            config.binary, config.dfu_binary, _ = FIRMWARES[firmware]
-        for key, attr in (("binary", "binary"), ("time", "clock_set"), ("snappy", "snappy"),
-                          ("strict_timing", "strict_timing")):
-            if (flag := one(key)) is not None:
-                setattr(config, attr, flag.lower() in ("1", "true", "yes", "on"))
-        if not config.binary:
-            config.dfu_binary = False
-        faults = opts.get("fault")
-        config.faults = parse_faults(faults if isinstance(faults, list) else ([faults] if faults else []))
-        return config
-
-
-@dataclass
-class Reply:
-    """What the card sends back for one request line."""
-
-    data: bytes = b""  # one or more lines (a trace line, the answer)
-    card_seconds: float = 0.0
-    restarted: bool = False  # the card rebooted: drop anything queued
-    binary_follows: int = 0  # card.binary.put: this many raw bytes (COBS + newline) come next
-    tail: bytes = b""  # card.binary.get: the binary data after the answer line
-
-
-def add_crc(text: str, seq: int) -> str:
-    """Append a ``"crc"`` field for ``seq`` to compact JSON ``text``, exactly as note-c's ``_crcAdd``
-    frames it: ``,"crc":"SSSS:CCCCCCCC"}``, with a space instead of the comma in an empty object, so
-    that the field sits the fixed 22 characters from the end where ``_crcError`` looks for it."""
-    separator = " " if ":" not in text else ","
-    return f'{text[:-1]}{separator}"crc":"{seq & 0xFFFF:04X}:{crc32(text.encode()):08X}"}}'
-
-
-def check_crc(line: bytes) -> tuple[bytes, int | None, bool]:
-    """Split a request line into (JSON without crc, seq or None, crc ok).
-
-    Hosts frame the field as note-c does (``_crcAdd``) or as note-python does
-    (no separator in an empty object); both are taken.
-    """
-    match = _CRC_FIELD.search(line)
-    if not match:
-        bare = re.search(rb'\{"crc":"([0-9A-Fa-f]{4}):([0-9A-Fa-f]{8})"\}\s*$', line)
-        if not bare:
-            return line, None, True
-        return b"{}", int(bare[1], 16), crc32(b"{}") == int(bare[2], 16)
-    body = line[:match.start()] + b"}"
-    seq = int(match[2], 16)
-    return body, seq, crc32(body) == int(match[3], 16)
-
-
-class NotecardSim:
+class NotecardSim(SideloadRequests, CardFaults):
     """The card's state and its answers to requests."""
 
     def __init__(self, config: SimConfig | None = None, link: LinkProfile | None = None,
@@ -445,113 +318,6 @@ class NotecardSim:
                        status=md5_hex(self.binary_store))
         return rsp
 
-    def _req_card_binary_put(self, req: dict, now: float) -> dict | Reply:
-        if not self.config.binary:
-            return {"err": "unknown request: card.binary.put {io}{not-supported}"}
-        size, offset = req.get("cobs"), req.get("offset", 0)
-        if not isinstance(size, int) or isinstance(size, bool) or not 0 < size <= 2 * BINARY_MAX:
-            return {"err": "card.binary.put: cobs must be the encoded length {bad-bin}"}
-        if not isinstance(offset, int) or offset != (len(self.binary_store) if offset else 0):
-            return {"err": "card.binary.put: offset must be where the binary store ends {bad-bin}"}
-        self._binary_put = {"offset": offset, "status": req.get("status")}
-        reply = self._reply({})
-        reply.binary_follows = size + 1
-        return reply
-
-    def receive_binary(self, wire: bytes) -> None:
-        """The raw bytes announced by ``card.binary.put``: COBS data and its newline."""
-        put, self._binary_put = self._binary_put, {}
-        self.binary_error = ""
-        try:
-            if not wire.endswith(b"\n"):
-                raise CobsError("the data does not end where announced")
-            data = cobs_decode(wire[:-1])
-        except CobsError as exc:
-            self.binary_store, self.binary_error = b"", f"binary data is not valid COBS ({exc})"
-            return
-        if isinstance(put.get("status"), str) and md5_hex(data) != put["status"]:
-            self.binary_store, self.binary_error = b"", "binary data does not match its md5"
-            return
-        if put.get("offset", 0) + len(data) > BINARY_MAX:
-            self.binary_store, self.binary_error = b"", "binary data exceeds the binary store"
-            return
-        self.binary_store = self.binary_store[:put.get("offset", 0)] + data
-
-    def _req_card_time(self, req: dict, now: float) -> dict:
-        if isinstance(req.get("time"), int) and not self.time_set:
-            self.time_set = True  # the time can be set once, while the card has none
-        if not self.time_set:
-            return {"zone": "UTC,Unknown"}
-        return {"time": int(time.time()), "zone": "UTC,Unknown", "minutes": 0}
-
-    def _req_dfu_put(self, req: dict, now: float) -> dict | Reply:
-        if self.hub_mode != "dfu":
-            return {"err": ERR_NOT_DFU}
-        if not self._storage_ready(now):
-            return {"err": ERR_NOT_READY}
-        if "body" in req:
-            return self._sideload_begin(req["body"])
-        if "offset" in req or "length" in req:
-            return self._sideload_chunk(req, now)
-        return {"pending": True} if now < self.put_busy_until else {}
-
-    def _sideload_begin(self, body: Any) -> dict:
-        if not self.time_set:
-            return {"err": "dfu.put: the card's time is not set (card.time) {no-time}"}
-        if not isinstance(body, dict):
-            return {"err": "dfu.put: body must be an object {bad-body}"}
-        length, md5, crc = body.get("length"), body.get("md5"), body.get("crc32")
-        if not isinstance(length, int) or isinstance(length, bool) or not 0 < length <= DFU_STORAGE:
-            return {"err": f"dfu.put: length must be 1..{DFU_STORAGE} {{bad-body}}"}
-        if not isinstance(md5, str) or not re.fullmatch(r"[0-9a-f]{32}", md5):
-            return {"err": "dfu.put: md5 must be 32 lowercase hex digits {bad-body}"}
-        if not isinstance(crc, int) or isinstance(crc, bool) or not 0 <= crc <= 0xFFFFFFFF:
-            return {"err": "dfu.put: crc32 must be a 32-bit number {bad-body}"}
-        self.sideload = dict(body)
-        self.sideload_data = bytearray()
-        # The image being replaced is gone, as on a card whose DFU storage is rewritten.
-        self.image, self.meta, self.dfu_state, self.dfu_status_text = None, {}, "downloading", "side-loading"
-        rsp: dict[str, Any] = {"length": SIDELOAD_CHUNK}  # hosts with card.binary send more (note-cli)
-        if self.config.snappy:
-            rsp["mode"] = "snappy"
-        return rsp
-
-    def _sideload_chunk(self, req: dict, now: float) -> dict:
-        if self.sideload is None:
-            return {"err": "dfu.put: no side-load in progress (send the body first) {dfu-not-started}"}
-        offset, length = req.get("offset"), req.get("length")
-        if not isinstance(offset, int) or not isinstance(length, int) or isinstance(length, bool) or length <= 0:
-            return {"err": "dfu.put: offset and length must be integers"}
-        if not 0 <= offset <= len(self.sideload_data) or offset + length > self.sideload["length"]:
-            return {"err": f"dfu.put: offset {offset} does not continue the {len(self.sideload_data)} bytes "
-                           "received {dfu-offset}"}
-        if req.get("binary") is True:
-            data = self.binary_store
-        else:
-            try:
-                data = base64.b64decode(req.get("payload", ""), validate=True)
-            except (ValueError, TypeError):
-                return {"err": "dfu.put: payload is not valid base64"}
-        if len(data) != length:
-            return {"err": f"dfu.put: {len(data)} bytes received, length says {length}"}
-        if req.get("status") != md5_hex(data):
-            return {"err": "dfu.put: the data does not match its md5 status"}
-        del self.sideload_data[offset:]
-        self.sideload_data += data
-        if len(self.sideload_data) < self.sideload["length"]:
-            return {}
-        self._sideload_complete()
-        self.put_busy_until = now + self.request_latency  # moving the image into place
-        return {"pending": True}
-
-    def _sideload_complete(self) -> None:
-        body, data = self.sideload or {}, bytes(self.sideload_data)
-        self.sideload, self.sideload_data = None, bytearray()
-        if md5_hex(data) != body.get("md5") or crc32(data) != body.get("crc32"):
-            self.dfu_state, self.dfu_status_text = "error", "side-loaded image does not match its md5/crc32"
-            return
-        self.stage(data, str(body.get("source") or body.get("name") or "sideload.bin"))
-
     def _req_card_binary_get(self, req: dict, now: float) -> dict | Reply:
         if not self.config.binary:
             return {"err": "unknown request: card.binary.get {io}{not-supported}"}
@@ -605,60 +371,6 @@ class NotecardSim:
             if req.get(flag) is True:
                 self.card_dfu["on"] = flag == "on"
         return {"name": self.card_dfu.get("name", "-"), "on": bool(self.card_dfu.get("on", False))}
-
-    # ------------------------------------------------------------ faults
-    def _stuck_in_dfu(self) -> bool:
-        for fault in self.config.faults:
-            if fault.kind == "nohandback" and self.data_requests >= fault.at and (fault.repeat or not fault.fired):
-                fault.fired += 1
-                return True
-        return False
-
-    def _take_fault(self) -> str | None:
-        for fault in self.config.faults:
-            if fault.request is None and fault.kind not in MODE_FAULTS and fault.due(self.data_requests):
-                fault.fired += 1
-                return fault.kind
-        return None
-
-    def _named_fault(self, name: str) -> str | None:
-        """A fault aimed at the request called ``name`` (``KIND:REQUEST``), if one is due."""
-        for fault in self.config.faults:
-            if fault.request == name and fault.due(self.requests.get(name, 0)):
-                fault.fired += 1
-                return fault.kind
-        return None
-
-    def _data_response(self, chunk: bytes, fault: str | None, base64_payload: bool) -> dict:
-        status = md5_hex(chunk)
-        if fault == "md5":
-            status = md5_hex(chunk + b"!")
-        if fault == "truncate":
-            chunk = chunk[: len(chunk) // 2]
-        payload = base64.b64encode(chunk).decode()
-        if fault == "badb64":
-            payload = "!!" + payload[2:]
-        return {"payload": payload, "status": status}
-
-    @staticmethod
-    def _damage(reply: Reply, fault: str | None) -> Reply:
-        """Apply the faults that hurt the bytes on the wire, not the content."""
-        data = reply.data
-        if fault == "drop" and len(data) > 40:
-            data = data[:20] + data[36:]
-        elif fault == "corrupt" and len(data) > 30:
-            i = 12
-            data = data[:i] + bytes([data[i] ^ 0x01]) + data[i + 1:]
-        elif fault == "garbage":
-            data = b"\x00\xff#garbage-from-the-card\r\n" + data
-        elif fault == "trace":
-            data = TRACE_LINE + data
-        elif fault == "halfline":
-            data = data[: max(1, len(data) // 2)].rstrip(b"\r\n") + b"\r\n" + data
-        elif fault == "nonewline":
-            data = data.rstrip(b"\r\n")
-        reply.data = data
-        return reply
 
 
 CARD_OPTIONS = frozenset({"image", "profile", "latency", "per_kib", "rate", "stretch", "download", "ready_delay",
