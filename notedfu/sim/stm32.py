@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Generator
 
@@ -29,44 +28,11 @@ from notedfu.specs import check_option_names
 from notedfu.sim.timing import PacedOutputMixin, PacedQueue
 from notedfu.protocol.an3155 import ACK, NACK, SYNC, Cmd, stm32_crc, xor
 from notedfu.protocol.chips import CHIPS, Chip
+from notedfu.sim.stm32_facts import (RAM_BASE, RAM_SIZE, STM32_FAULTS, SYSTEM_BASE, SYSTEM_SIZE, VARIANTS,
+                                     BootloaderVariant, default_variant)
+from notedfu.sim.stm32_protection import ProtectionCommands
 
-STM32_FAULTS = {
-    "nack": "NACK the N-th Write Memory block",
-    "drop": "lose the final ACK of the N-th block (the host times out)",
-    "reset": "the chip resets during the N-th block: nothing written, sync needed",
-    "power": "power lost during the N-th block: half of it written, sync needed",
-    "wprot": "page N is write-protected: writes are ACKed and do nothing",
-    "nogo": "NACK the N-th Go command (the application is not started)",
-}
-RAM_BASE, RAM_SIZE = 0x20000000, 8 * 1024
-SYSTEM_BASE, SYSTEM_SIZE = 0x1FF00000, 0x100000  # system memory and option bytes: read as 0xFF
-
-V2_COMMANDS = (0x00, 0x01, 0x02, 0x11, 0x21, 0x31, 0x43, 0x63, 0x73, 0x82, 0x92)
-V3_COMMANDS = (0x00, 0x01, 0x02, 0x11, 0x21, 0x31, 0x44, 0x63, 0x73, 0x82, 0x92)
-
-
-@dataclass(frozen=True)
-class BootloaderVariant:
-    """A bootloader version and its command set."""
-
-    name: str
-    version: int
-    commands: tuple[int, ...]
-
-
-VARIANTS = {
-    "v2": BootloaderVariant("v2", 0x22, V2_COMMANDS),
-    "v3": BootloaderVariant("v3", 0x31, V3_COMMANDS),
-    "v3crc": BootloaderVariant("v3crc", 0x31, V3_COMMANDS + (0xA1,)),
-}
-
-
-def default_variant(chip: Chip) -> BootloaderVariant:
-    """What the chip's family ships: 2.x with legacy erase on F0/F1/F3, 3.1 elsewhere."""
-    return VARIANTS["v2" if chip.family.name in ("F0", "F1", "F3") else "v3"]
-
-
-class Stm32Sim(PacedOutputMixin):
+class Stm32Sim(ProtectionCommands, PacedOutputMixin):
     """The bootloader's state and behaviour; bytes in, timed bytes out."""
 
     def __init__(self, chip: Chip | int = 0x420, variant: BootloaderVariant | str | None = None, *,
@@ -397,38 +363,6 @@ class Stm32Sim(PacedOutputMixin):
         crc = stm32_crc(bytes(buffer[offset:offset + length])).to_bytes(4, "big")
         self.stats["crc_commands"] += 1
         self._send(bytes([ACK]) + crc + bytes([xor(crc)]), length * 2e-8)
-
-    def _readout_protect(self):
-        self.readout_protected = True
-        self._send(bytes([ACK]))
-        self._chip_reset(lose_output=False)
-        return
-        yield
-
-    def _readout_unprotect(self):
-        self.readout_protected = False
-        self.write_protected.clear()
-        self._erase_pages(list(range(len(self.pages))))  # its ACK is the second one, after the mass erase
-        self._chip_reset(lose_output=False)
-        return
-        yield
-
-    def _write_unprotect(self):
-        self.write_protected.clear()
-        self._send(bytes([ACK]))
-        self._chip_reset(lose_output=False)
-        return
-        yield
-
-    def _write_protect(self):
-        count = (yield 1)[0]
-        rest = yield count + 2
-        if xor(bytes([count]) + rest[:-1]) != rest[-1]:
-            self._send(bytes([NACK]))
-            return
-        self.write_protected.update(rest[:-1])
-        self._send(bytes([ACK]))
-        self._chip_reset(lose_output=False)
 
 
 STM32_OPTIONS = frozenset({"chip", "bootloader", "flash_file", "baud", "fault", "rdp", "time_scale", "name", "boot0",
