@@ -96,7 +96,7 @@ def _events(args: argparse.Namespace) -> tuple[Events, Callable[[], None]]:
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run the demo; the exit code is the update's (README, "Exit codes"), 130 on Ctrl-C."""
     from notedfu.update.agent import Updater
-    from notedfu.update.cli import OUTCOME_EXIT
+    from notedfu.cli_update import OUTCOME_EXIT
 
     try:
         new, old = demo_image(NEW, args.firmware), demo_image(OLD, args.firmware)

@@ -159,7 +159,7 @@ def cmd_target_info(args: argparse.Namespace) -> int:
 
 def cmd_flash(args: argparse.Namespace) -> int:
     """``notedfu flash``."""
-    from notedfu.cli import events_for
+    from notedfu.cli_common import events_for
     from notedfu.protocol.chips import FLASH_BASE
     from notedfu.target.backends import LARGEST_FLASH, flash_with_tool
     from notedfu.target.flasher import FlashOptions, check_image

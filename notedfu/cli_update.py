@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from notedfu.errors import Busy, ExitCode, UsageError
 from notedfu.events import Events, LogSink, file_sink, json_lines_sink
-from notedfu.target.cli import seconds
+from notedfu.cli_target import seconds
 
 OUTCOME_EXIT = {"success": ExitCode.OK, "up_to_date": ExitCode.UP_TO_DATE, "ready": ExitCode.AWAITING_APPROVAL,
                 "idle": ExitCode.NOT_READY, "downloading": ExitCode.NOT_READY, "retry": ExitCode.TRY_LATER,
@@ -136,7 +136,7 @@ def _checked_config(args: argparse.Namespace, *, card_required: bool = True):
 
 def _events(args: argparse.Namespace, config: Any, *, log: bool) -> tuple[Events, Callable[[], None]]:
     """Events to stdout (--json), the events file, and a log or progress display on stderr."""
-    from notedfu.cli import events_for
+    from notedfu.cli_common import events_for
 
     if log:
         events, close = Events(*([json_lines_sink(sys.stdout)] if args.json else []), LogSink()), lambda: None
@@ -288,7 +288,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 def cmd_sign(args: argparse.Namespace) -> int:
     """``notedfu sign IMAGE --key KEY``."""
-    from notedfu.cli import write_atomic
+    from notedfu.cli_common import write_atomic
     from notedfu.update.signature import TRAILER_SIZE, load_private_key, sign
 
     key = load_private_key(args.key)
