@@ -168,7 +168,7 @@ def _child(who: str, spec: str, profile_name: str, image_path: str) -> dict[str,
         import notecard
         import serial
 
-        from notedfu.notecard.transport import Smbus2Adapter
+        from notedfu.notecard.i2c_link import Smbus2Adapter
         from notedfu.sim.i2c import SimI2CBus
         from notedfu.sim.notecard import card_from_options
 

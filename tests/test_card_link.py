@@ -27,7 +27,8 @@ from notedfu.notecard.client import CardClient
 from notedfu.notecard.dfu import Downloader, FetchOptions
 from notedfu.notecard.link import open_notecard
 from notedfu.notecard.staging import Staging
-from notedfu.notecard.transport import SerialLink, Smbus2Adapter
+from notedfu.notecard.i2c_link import Smbus2Adapter
+from notedfu.notecard.transport import SerialLink
 from notedfu.protocol.notecard import AnswerReader, add_crc, encode_request, is_idempotent
 from notedfu.sim.i2c import SimI2CBus
 from notedfu.sim.card_config import REFUSALS

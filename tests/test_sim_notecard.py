@@ -15,7 +15,7 @@ import serial
 from smbus2 import i2c_msg
 
 from notedfu.checksums import crc32
-from notedfu.notecard.transport import Smbus2Adapter
+from notedfu.notecard.i2c_link import Smbus2Adapter
 from notedfu.sim.i2c import SimI2CBus
 from notedfu.protocol.notecard import add_crc, check_crc
 from notedfu.sim.card_config import SimConfig

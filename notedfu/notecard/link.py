@@ -25,7 +25,8 @@ import serial
 
 from notedfu.errors import LinkError, NotedfuError, UsageError
 from notedfu.notecard.client import CardClient
-from notedfu.notecard.transport import PACING, I2CLink, SerialLink
+from notedfu.notecard.i2c_link import PACING, I2CLink
+from notedfu.notecard.transport import SerialLink
 from notedfu.portlock import PortLock
 from notedfu.ports import open_i2c_bus, serial_for_url
 from notedfu.specs import int_option, split_options
