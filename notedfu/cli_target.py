@@ -134,7 +134,7 @@ def _session(args: argparse.Namespace):
 
 def cmd_target_info(args: argparse.Namespace) -> int:
     """``notedfu target info``."""
-    from notedfu.target.session import split_target
+    from notedfu.target.backends import split_target
 
     if split_target(args.target)[0] != "rom":
         raise UsageError("target info needs the ROM bootloader (a serial port or sim://stm32)", code="E_USAGE")
@@ -164,7 +164,7 @@ def cmd_flash(args: argparse.Namespace) -> int:
     from notedfu.target.backends import LARGEST_FLASH, flash_with_tool
     from notedfu.target.flasher import FlashOptions, check_image
     from notedfu.target.image import load_image
-    from notedfu.target.session import split_target
+    from notedfu.target.backends import split_target
 
     backend, where = split_target(args.target)
     _check_target_args(args)

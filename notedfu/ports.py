@@ -12,6 +12,7 @@ only ever call :func:`serial_for_url` and :func:`open_i2c_bus`.
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
 
 import serial
@@ -64,3 +65,11 @@ def open_i2c_bus(target: str, address: int) -> Any:
         return module.open_bus(target, address)
     raise UsageError(f"no I2C bus handler for {scheme}:// (known packages: {', '.join(HANDLER_PACKAGES)})",
                      code="E_BAD_SPEC")
+
+
+def is_pty(path: str) -> bool:
+    """Whether ``path`` is a Unix98 pseudo-terminal slave (majors 136-143): no modem lines, no parity."""
+    try:
+        return 136 <= os.major(os.stat(path).st_rdev) <= 143
+    except (OSError, ValueError):
+        return False

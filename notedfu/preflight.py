@@ -18,20 +18,13 @@ from pathlib import Path
 
 from notedfu.config import Config, ConfigError
 from notedfu.errors import NotedfuError
+from notedfu.ports import is_pty
 from notedfu.specs import check_option_names, split_options
 
 NOTECARD_SERIAL_OPTIONS = {"baud"}
 NOTECARD_I2C_OPTIONS = {"address", "pacing"}
 TARGET_OPTIONS = {"baud"}
 CONSOLE_OPTIONS = {"baud"}
-
-
-def is_pty(path: str) -> bool:
-    """Whether ``path`` is a Unix98 pseudo-terminal slave (majors 136-143): no modem lines, no parity."""
-    try:
-        return 136 <= os.major(os.stat(path).st_rdev) <= 143
-    except (OSError, ValueError):
-        return False
 
 
 class Problems:
@@ -123,7 +116,7 @@ def sequence(text: str | None) -> None:
 
 def target_spec(spec: str) -> str:
     """A ``--target`` spec; returns the device (or URL) a ROM target is on, ``""`` for a backend."""
-    from notedfu.target.session import split_target
+    from notedfu.target.backends import split_target
 
     backend, rest = split_target(spec)
     if backend != "rom":
@@ -215,7 +208,7 @@ def check_backend_options(problems: Problems, spec: str | None, given: dict[str,
     """Options an external tool backend cannot honour are refused, never ignored (``given``: option → value;
     ``names``: how the user spelled each option, when not as on the command line)."""
     from notedfu.target.backends import refusals
-    from notedfu.target.session import split_target
+    from notedfu.target.backends import split_target
 
     backend = split_target(spec or "")[0]
     if backend != "rom":

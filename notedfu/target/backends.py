@@ -38,6 +38,14 @@ LARGEST_FLASH = 2 * 1024 * 1024
 _NO_VERIFY = ("dfu-util",)  # dfu-util writes and leaves; it has no read-back of its own
 
 
+def split_target(spec: str) -> tuple[str, str]:
+    """(backend or "rom", rest): ``stm32flash:/dev/ttyUSB0`` → ("stm32flash", "/dev/ttyUSB0")."""
+    for name in BACKENDS:
+        if spec.startswith(name + ":"):
+            return name, spec[len(name) + 1:]
+    return "rom", spec
+
+
 def refusals(backend: str, given: dict[str, Any]) -> list[tuple[str, str]]:
     """(option, why) for each option the user gave that ``backend`` cannot honour.
 

@@ -16,11 +16,9 @@ import serial
 
 from notedfu.errors import UsageError
 from notedfu.portlock import PortBusy, PortLock
-from notedfu.ports import serial_for_url
-from notedfu.preflight import is_pty
+from notedfu.ports import is_pty, serial_for_url
 from notedfu.events import Events
 from notedfu.specs import int_option, split_options
-from notedfu.target.backends import BACKENDS
 from notedfu.errors import TargetError
 from notedfu.protocol.an3155 import MAX_BLOCK, BootloaderInfo
 from notedfu.target.an3155 import Bootloader, Timeouts
@@ -42,14 +40,6 @@ class TargetOptions:
     reset: str | None = None
     enter: str = ENTER_BOOTLOADER
     run: str = RUN_APPLICATION
-
-
-def split_target(spec: str) -> tuple[str, str]:
-    """(backend or "rom", rest): ``stm32flash:/dev/ttyUSB0`` → ("stm32flash", "/dev/ttyUSB0")."""
-    for name in BACKENDS:
-        if spec.startswith(name + ":"):
-            return name, spec[len(name) + 1:]
-    return "rom", spec
 
 
 def _is_pi_mini_uart(path: str) -> bool:

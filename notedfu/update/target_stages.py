@@ -24,7 +24,8 @@ from notedfu.target.backends import LARGEST_FLASH, flash_with_tool
 from notedfu.target.flasher import FlashOptions, check_image, plan_flash
 from notedfu.target.image import Segment
 from notedfu.target.lines import ENTER_BOOTLOADER, RUN_APPLICATION
-from notedfu.target.session import TargetOptions, TargetSession, split_target
+from notedfu.target.backends import split_target
+from notedfu.target.session import TargetOptions, TargetSession
 from notedfu.update.job import DOWNLOAD_STAGES, Job, JobStore
 from notedfu.update.signature import verified_payload
 
