@@ -18,7 +18,6 @@ import sys
 import time
 from typing import IO, Any, Callable
 
-from notedfu.errors import NotedfuError
 
 Sink = Callable[[dict[str, Any]], None]
 
@@ -43,8 +42,6 @@ class Events:
         for sink in list(self.sinks):
             try:
                 sink(event)
-            except NotedfuError:
-                raise  # not an output failing: the agent's own watcher stopping the work (a cancel)
             except Exception as exc:  # noqa: BLE001 - whatever an output raises, the work goes on
                 if sink in self.sinks:
                     self.sinks.remove(sink)

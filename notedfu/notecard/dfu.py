@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from notedfu.checksums import file_digests, md5_hex
-from notedfu.errors import BadResponseError, IntegrityError, LinkError, NotedfuError, NotReadyError
+from notedfu.errors import BadResponseError, Cancelled, IntegrityError, LinkError, NotedfuError, NotReadyError
 from notedfu.events import Events
 from notedfu.notecard.chunksize import MIN_CHUNK, ChunkSizes
 from notedfu.notecard.client import CardClient, CardRequestError
@@ -97,6 +97,7 @@ class FetchOptions:
     state_root: Path | None = None  # where per-card chunk sizes are remembered (default: the staging root)
     max_image: int = MAX_IMAGE_BYTES
     binary: bool | None = None  # None: use binary when the card offers it (detected)
+    cancelled: Callable[[], bool] = lambda: False  # a cancel token, asked at each stage and chunk
 
 
 @dataclass
@@ -166,14 +167,14 @@ class Downloader:
 
         saved = self.mode.remember()
         try:
-            self.on_stage("enter_dfu")
+            self._begin("enter_dfu")
             self.events.step("enter_dfu", "switching the Notecard to DFU mode")
             self._enter_dfu()
-            self.on_stage("transfer")
+            self._begin("transfer")
             self.events.step("transfer", "reading the image from the Notecard", percent=0.0,
                              done=journal.verified, total=image.length)
             self._transfer(journal, result)
-            self.on_stage("verify")
+            self._begin("verify")
             self.events.step("verify", "verifying length, MD5 and CRC-32")
             try:
                 result.path = self._verify(journal)
@@ -198,6 +199,15 @@ class Downloader:
             result.card_mode = self.mode.hand_back(saved)
         result.seconds = time.monotonic() - started
         return result
+
+    def _begin(self, stage: str) -> None:
+        self._stop_if_cancelled()
+        self.on_stage(stage)
+
+    def _stop_if_cancelled(self) -> None:
+        """The cancel token: raised inside the ``try`` whose ``finally`` hands the card back."""
+        if self.options.cancelled():
+            raise Cancelled("cancelled on request before the target was touched")
 
     def _enter_dfu(self) -> None:
         self.mode.wait_until_ready({"req": "dfu.get", "length": 0}, self.options.ready_timeout,
@@ -224,6 +234,7 @@ class Downloader:
         t0, bytes0 = time.monotonic(), offset
         try:
             while offset < journal.length:
+                self._stop_if_cancelled()
                 if time.monotonic() - self.mode.entered_at > self.options.renew_seconds:
                     self.mode.set("dfu")  # restarts the card's 15-minute DFU timer
                 probing = probe is not None and journal.length - offset >= probe

@@ -76,7 +76,6 @@ class Updater:
         self._last_idle: dict[str, Any] = {}
         self.continuing = False  # this run continues a job an earlier run left unfinished
         self._download_step = ""  # the downloader's latest step: which stage a download failure belongs to
-        self.events.sinks.append(self._watch)
 
     # ------------------------------------------------------------ cycle
     def run(self, local: LocalImage | None = None) -> Outcome:
@@ -99,7 +98,7 @@ class Updater:
             return
         self.client = open_notecard(nc.spec, baud=nc.baud, timeout=nc.timeout)
         self.downloader = Downloader(self.client, self.staging, self.events,
-                                     FetchOptions(ready_timeout=nc.ready_timeout),
+                                     FetchOptions(ready_timeout=nc.ready_timeout, cancelled=self._take_cancel),
                                      on_stage=self._download_stage, check_image=self._check_downloaded)
 
     def _close_card(self) -> None:
@@ -307,16 +306,13 @@ class Updater:
         if self.job is not None:
             self._check_image(self.job)
 
-    def _watch(self, event: dict[str, Any]) -> None:
-        """An events sink: stops the download when a cancel is pending.
-
-        It raises only on step events emitted inside the downloader's ``try``
-        (never on ``exit_dfu``), so the card is always handed back.
-        """
-        if (self.cancel_requested.is_set() and not self.target.flashing and event["type"] == "step"
-                and event["step"] in ("enter_dfu", "transfer", "verify")):
-            self.cancel_requested.clear()
-            raise Cancelled("cancelled on request before the target was touched")
+    def _take_cancel(self) -> bool:
+        """The download's cancel token: a pending cancel is taken (once) while the target is untouched."""
+        with self._cancel_lock:
+            if self.cancel_requested.is_set() and not self.target.flashing:
+                self.cancel_requested.clear()
+                return True
+        return False
 
     def _stage_check(self, job: Job) -> None:
         self.events.step("check", "checking the offered image and the card")
