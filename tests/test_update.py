@@ -232,7 +232,9 @@ def test_killed_or_stopped_at_every_point_the_board_is_whole_and_the_rerun_succe
     assert boots == {"old image": "1.0.0", "new image": "1.1.0", "no reset vector": "none"}[target], boots
     card_mode = r.card.hub_mode
     if how in ("SIGTERM", "SIGINT"):  # stopped, not killed: the card was handed back before the exit
-        assert code in (0, ExitCode.INTERRUPTED), code
+        # After SUCCESS the work is done: a signal arriving while Python shuts down may end it by default.
+        allowed = (0, ExitCode.INTERRUPTED, -getattr(signal, how)) if point == "success" else (ExitCode.INTERRUPTED,)
+        assert code in allowed, code
         assert card_mode == "continuous" and not (r.state / "card-mode.json").exists()
     killed_in = JobStore(r.state).current()
     stage = killed_in.next_stage() if killed_in else "-"
