@@ -8,11 +8,20 @@ only needed for the STM32 CRC unit's MPEG-2 variant (:mod:`notedfu.protocol.an31
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import BinaryIO
 
 from zlib import crc32
 
-__all__ = ["crc32", "file_digests", "md5_hex"]  # crc32(data, crc=0) -> int: the IEEE CRC-32, chainable
+__all__ = ["crc32", "file_digests", "is_md5", "md5_hex"]  # crc32(data, crc=0) -> int: the IEEE CRC-32, chainable
+
+
+_MD5_HEX = re.compile(r"[0-9a-f]{32}")
+
+
+def is_md5(text: object, *, any_case: bool = False) -> bool:
+    """Whether ``text`` is an MD5 in hex: lower case as notedfu writes it, or either case (as a card may)."""
+    return isinstance(text, str) and _MD5_HEX.fullmatch(text.lower() if any_case else text) is not None
 
 
 def md5_hex(data: bytes) -> str:

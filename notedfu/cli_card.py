@@ -8,14 +8,13 @@ import os
 from typing import Any
 
 from notedfu import cli_update
-from notedfu.cli_common import check_notecard, events_for, open_card, staging_for, write_atomic
+from notedfu.cli_common import check_notecard, events_for, open_card, staging_for
+from notedfu.files import write_atomic
 from notedfu.errors import Busy, ExitCode, NotedfuError, UsageError
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     """``notedfu status``: the daemon's view when one runs (and no --notecard is given), else the card's."""
-    from filelock import Timeout
-
     from notedfu.update.control import ControlClient
 
     if args.notecard is None and (answer := cli_update.daemon_status(args)) is not None:
@@ -34,10 +33,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     downloader = Downloader(open_card(args), staging)
     repaired = None
     try:
-        with staging.lock.acquire(timeout=0):  # no agent at work: a leftover DFU mode is ours to fix
+        with staging.claimed():  # no agent at work: a leftover DFU mode is ours to fix
             repaired = downloader.mode.repair()
             busy = False
-    except Timeout:
+    except Busy:
         busy = True
     dfu = downloader.dfu_status()
     card: dict[str, Any] = {"hub_mode": downloader.mode.current(), "dfu": dfu, "repaired_mode": repaired,
@@ -83,8 +82,6 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_fetch(args: argparse.Namespace) -> int:
     """``notedfu fetch``."""
-    from filelock import Timeout
-
     from notedfu.notecard.dfu import Downloader, FetchOptions
 
     if args.output:  # found now, not after the whole download
@@ -99,12 +96,10 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     options = FetchOptions(chunk=args.chunk, ready_timeout=args.ready_timeout, renew_seconds=args.renew,
                            binary=False if args.base64 else None)
     try:
-        with staging.lock.acquire(timeout=0):
+        with staging.claimed():
             events.status("START")
             downloader = Downloader(open_card(args), staging, events, options)
             result = downloader.fetch()
-    except Timeout:
-        raise Busy(f"another notedfu is using {staging.root}") from None
     except NotedfuError as exc:
         kept = [j for j in staging.journals() if not j.complete and j.verified]
         if kept and not exc.permanent:
@@ -134,8 +129,6 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
 def cmd_sideload(args: argparse.Namespace) -> int:
     """``notedfu sideload IMAGE``."""
-    from filelock import Timeout
-
     from notedfu.notecard.sideload import SideloadOptions, Sideloader
 
     from notedfu.notecard.dfu import MAX_IMAGE_BYTES
@@ -148,11 +141,9 @@ def cmd_sideload(args: argparse.Namespace) -> int:
     options = SideloadOptions(binary=False if args.base64 else None, chunk=args.chunk,
                               set_time=not args.no_set_time, ready_timeout=args.ready_timeout)
     try:
-        with staging.lock.acquire(timeout=0):  # the card's saved mode lives in the state directory
+        with staging.claimed():  # the card's saved mode lives in the state directory
             events.status("START")
             result = Sideloader(open_card(args), staging, events, options).sideload(image, args.image.name)
-    except Timeout:
-        raise Busy(f"another notedfu is using {staging.root}") from None
     finally:
         close()
     summary = {"image": str(args.image), "length": result.length, "md5": result.md5, "crc32": result.crc32,

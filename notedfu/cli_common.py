@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
-import tempfile
-from pathlib import Path
 from typing import Any, Callable
 
 from notedfu.events import Events, RichProgress, json_lines_sink
@@ -47,39 +44,6 @@ def staging_for(args: argparse.Namespace):
     from notedfu.notecard.staging import Staging, default_state_dir
 
     return Staging(args.state_dir or default_state_dir())
-
-
-def write_atomic(dest: Path, content: Path | bytes) -> None:
-    """Replace ``dest`` with a file's copy or with bytes, so that readers see the old or the new file.
-
-    The file gets the mode a plain ``open()`` would give it (the umask's), or keeps the mode of the file
-    it replaces; it is fsynced before the rename and the directory after it.
-    """
-    from notedfu.notecard.staging import fsync_dir
-
-    dest = dest.resolve()
-    try:
-        mode = dest.stat().st_mode & 0o7777
-    except FileNotFoundError:
-        umask = os.umask(0)
-        os.umask(umask)
-        mode = 0o666 & ~umask
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as stream:
-            if isinstance(content, bytes):
-                stream.write(content)
-            else:
-                with open(content, "rb") as source:
-                    shutil.copyfileobj(source, stream)
-            stream.flush()
-            os.fchmod(stream.fileno(), mode)
-            os.fsync(stream.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(dest.parent)
 
 
 # ------------------------------------------------------------------ commands

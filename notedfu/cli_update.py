@@ -288,7 +288,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 def cmd_sign(args: argparse.Namespace) -> int:
     """``notedfu sign IMAGE --key KEY``."""
-    from notedfu.cli_common import write_atomic
+    from notedfu.files import write_atomic
     from notedfu.update.signature import TRAILER_SIZE, load_private_key, sign
 
     key = load_private_key(args.key)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from notedfu.notecard.staging import read_json, write_json_atomic
+from notedfu.files import read_json, write_json_atomic
 
 DEFAULT_CHUNK = 4096  # what every current Blues DFU example reads
 MIN_CHUNK = 256

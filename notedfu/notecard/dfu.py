@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from notedfu.checksums import file_digests, md5_hex
+from notedfu.checksums import file_digests, is_md5, md5_hex
 from notedfu.errors import BadResponseError, Cancelled, IntegrityError, LinkError, NotedfuError, NotReadyError
 from notedfu.events import Events
 from notedfu.notecard.chunksize import MIN_CHUNK, ChunkSizes
@@ -27,7 +27,6 @@ from notedfu.notecard.staging import Journal, Staging
 
 MAX_IMAGE_BYTES = 16 * 1024 * 1024  # the Notecard holds ≤ 1.5 MB; anything near this is a lie
 CHUNK_RETRIES_PER_REQUEST = 2  # the request layer's own retries for a data chunk (the chunk loop retries too)
-_MD5 = re.compile(r"^[0-9a-fA-F]{32}$")
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]")
 _SIZE_WORDS = re.compile(r"length|size|chunk|too (large|big|long)|exceed|incomplete", re.IGNORECASE)
 
@@ -73,7 +72,7 @@ class ImageInfo:
         if not isinstance(length, int) or isinstance(length, bool) or not 0 < length <= max_length:
             raise BadResponseError(f"dfu.status: image length {length!r} is not in 1..{max_length}",
                                    code="E_IMAGE_META", permanent=True)
-        if not isinstance(md5, str) or not _MD5.match(md5):
+        if not is_md5(md5, any_case=True):
             raise BadResponseError(f"dfu.status: image md5 {_display(md5, 40)!r} is not 32 hex digits",
                                    code="E_IMAGE_META", permanent=True)
         if not isinstance(crc, int) or isinstance(crc, bool) or not 0 <= crc <= 0xFFFFFFFF:
@@ -303,7 +302,7 @@ class Downloader:
             req["binary"] = True
         rsp = self.client.request(req, retries=0 if probing else CHUNK_RETRIES_PER_REQUEST)
         status = rsp.get("status")
-        if not isinstance(status, str) or not _MD5.match(status):
+        if not is_md5(status, any_case=True):
             raise BadResponseError("dfu.get: no md5 status for the chunk", code="E_BAD_RESPONSE")
         status = status.lower()
         if "payload" in rsp:  # base64: older firmware ignores "binary"

@@ -18,22 +18,19 @@ claims more than the ``.part`` file holds, because the data is fsynced first.
 from __future__ import annotations
 
 import errno
-import json
 import os
-import re
 import shutil
-import tempfile
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
-from notedfu.checksums import crc32, md5_hex
-from notedfu.errors import NotedfuError, UsageError
+from notedfu.checksums import crc32, is_md5, md5_hex
+from notedfu.errors import Busy, NotedfuError, UsageError
+from notedfu.files import fsync_dir, read_json, write_json_atomic
 
-_MD5 = re.compile(r"^[0-9a-f]{32}$")
 ENV_STATE_DIR = "NOTEDFU_STATE_DIR"
 
 
@@ -46,39 +43,6 @@ def default_state_dir() -> Path:
         return system
     base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
     return Path(base) / "notedfu"
-
-
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Replace ``path`` with ``data`` so that a crash leaves the old or the new file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as stream:
-            json.dump(data, stream, indent=1, sort_keys=True)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename or create in ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def read_json(path: Path) -> dict[str, Any] | None:
-    """A JSON object from ``path``, or ``None`` if missing or unreadable (a torn file is ignored)."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 IMAGE_MODE = 0o600
@@ -132,7 +96,7 @@ def quarantine(path: Path, why: str, warn: Callable[[str], None] | None) -> None
 
 def _valid_journal(data: dict[str, Any]) -> bool:
     ints = ("length", "crc32", "verified", "rereads")
-    return (isinstance(data.get("md5"), str) and bool(_MD5.match(data["md5"]))
+    return (is_md5(data.get("md5"))
             and all(isinstance(data.get(k, 0), int) and not isinstance(data.get(k, 0), bool) for k in ints)
             and data.get("length", 0) > 0 and data.get("verified", 0) >= 0
             and isinstance(data.get("complete", False), bool)
@@ -167,6 +131,18 @@ class Staging:
                              "its permissions, or give another with --state-dir)", code="E_STATE_DIR") from exc
         self.lock = FileLock(str(self.root / "agent.lock"))
 
+    @contextmanager
+    def claimed(self) -> Iterator[None]:
+        """Hold the state directory for this process (re-entrant), or raise :class:`Busy` at once naming it."""
+        try:
+            self.lock.acquire(timeout=0)
+        except Timeout:
+            raise Busy(f"another notedfu is using {self.root}") from None
+        try:
+            yield
+        finally:
+            self.lock.release()
+
     # -------------------------------------------------------- card mode
     @property
     def _card_mode_path(self) -> Path:
@@ -190,7 +166,7 @@ class Staging:
     # -------------------------------------------------------- images
     def paths(self, md5: str) -> tuple[Path, Path, Path]:
         """(.part, .json, .bin) for an image; ``md5`` must be validated hex."""
-        if not _MD5.match(md5):
+        if not is_md5(md5):
             raise ValueError(f"not an md5: {md5!r}")
         return self.dir / f"{md5}.part", self.dir / f"{md5}.json", self.dir / f"{md5}.bin"
 
@@ -276,7 +252,7 @@ class Staging:
         """Drop every staged image but ``keep`` (the image the chip runs is the next last-known-good)."""
         for path in self.dir.iterdir():
             md5 = path.name.split(".")[0]
-            if _MD5.match(md5) and md5 not in keep and path.suffix in (".part", ".json", ".bin"):
+            if is_md5(md5) and md5 not in keep and path.suffix in (".part", ".json", ".bin"):
                 path.unlink(missing_ok=True)
 
     def journals(self) -> list[Journal]:

@@ -4,11 +4,10 @@ an image, as note-cli's ``dfu.go`` does), and ``card.time``."""
 from __future__ import annotations
 
 import base64
-import re
 import time
 from typing import Any
 
-from notedfu.checksums import crc32, md5_hex
+from notedfu.checksums import crc32, is_md5, md5_hex
 from notedfu.protocol.cobs import CobsError, cobs_decode
 from notedfu.sim.card_config import BINARY_MAX, DFU_STORAGE, ERR_NOT_DFU, ERR_NOT_READY, SIDELOAD_CHUNK, Reply
 
@@ -74,7 +73,7 @@ class SideloadRequests:
         length, md5, crc = body.get("length"), body.get("md5"), body.get("crc32")
         if not isinstance(length, int) or isinstance(length, bool) or not 0 < length <= DFU_STORAGE:
             return {"err": f"dfu.put: length must be 1..{DFU_STORAGE} {{bad-body}}"}
-        if not isinstance(md5, str) or not re.fullmatch(r"[0-9a-f]{32}", md5):
+        if not is_md5(md5):
             return {"err": "dfu.put: md5 must be 32 lowercase hex digits {bad-body}"}
         if not isinstance(crc, int) or isinstance(crc, bool) or not 0 <= crc <= 0xFFFFFFFF:
             return {"err": "dfu.put: crc32 must be a 32-bit number {bad-body}"}

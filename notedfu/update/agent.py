@@ -18,11 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from filelock import Timeout
 
 from notedfu import stopping
 from notedfu.config import Config
-from notedfu.errors import (Busy, Cancelled, ExitCode, ImageSuperseded, Interrupted, NotedfuError, NotReadyError,
+from notedfu.errors import (Cancelled, ExitCode, ImageSuperseded, Interrupted, NotedfuError, NotReadyError,
                             StageFailed)
 from notedfu.events import Events
 from notedfu.notecard.client import CardClient, CardRequestError
@@ -80,17 +79,14 @@ class Updater:
     # ------------------------------------------------------------ cycle
     def run(self, local: LocalImage | None = None) -> Outcome:
         """One cycle; refuses at once if another agent holds the state directory."""
-        try:
-            with self.staging.lock.acquire(timeout=0):
-                self.target.flashing = self.continuing = False
-                try:
-                    return self._run(local)
-                finally:
-                    self._close_card()
-                    self.job = None
-                    self.events.source = "NOTECARD"
-        except Timeout:
-            raise Busy(f"another notedfu is using {self.staging.root}") from None
+        with self.staging.claimed():
+            self.target.flashing = self.continuing = False
+            try:
+                return self._run(local)
+            finally:
+                self._close_card()
+                self.job = None
+                self.events.source = "NOTECARD"
 
     def _open_card(self, required: bool = True) -> None:
         nc = self.config.notecard

@@ -22,7 +22,6 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from filelock import Timeout
 
 from notedfu import stopping
 from notedfu.checksums import md5_hex
@@ -57,29 +56,24 @@ class Daemon:
     # ------------------------------------------------------------ main loop
     def serve(self) -> int:
         """Run until SIGTERM/SIGINT; return the exit code."""
-        lock = self.updater.staging.lock
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            raise Busy(f"another notedfu is using {self.updater.staging.root}") from None
-        server = None
-        try:
-            server = ControlServer(self.config.agent.socket, self).start()
-            self.events.message(f"notedfu daemon listening on {server.path}, polling every "
-                                f"{self.config.agent.poll_interval:g} s")
-            self.notifier.notify(ready=1, status="idle")
-            while not stopping.requested():
-                self._cycle()
-                self._sleep(self.config.agent.poll_interval)
-        except Interrupted:
-            pass
-        finally:
-            self.notifier.notify(stopping=1, status="stopping")
-            if server is not None:
-                server.stop()
-            for subscriber in list(self._subscribers):
-                subscriber.put(None)
-            lock.release()
+        with self.updater.staging.claimed():  # one agent per state directory, for as long as it serves
+            server = None
+            try:
+                server = ControlServer(self.config.agent.socket, self).start()
+                self.events.message(f"notedfu daemon listening on {server.path}, polling every "
+                                    f"{self.config.agent.poll_interval:g} s")
+                self.notifier.notify(ready=1, status="idle")
+                while not stopping.requested():
+                    self._cycle()
+                    self._sleep(self.config.agent.poll_interval)
+            except Interrupted:
+                pass
+            finally:
+                self.notifier.notify(stopping=1, status="stopping")
+                if server is not None:
+                    server.stop()
+                for subscriber in list(self._subscribers):
+                    subscriber.put(None)
         self.events.message("notedfu daemon stopped")
         return int(ExitCode.OK)
 

@@ -26,12 +26,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from notedfu.checksums import is_md5
 from notedfu.errors import UsageError
 from notedfu.events import STEPS
-from notedfu.notecard.staging import quarantine, read_json, write_json_atomic
+from notedfu.files import read_json, write_json_atomic
+from notedfu.notecard.staging import quarantine
 
 TERMINAL = ("success", "fail", "unconfirmed", "up_to_date", "superseded")
-_MD5 = re.compile(r"^[0-9a-f]{32}$")
 
 
 @dataclass
@@ -106,7 +107,7 @@ def load_job(path: Path) -> Job | None:
         return None
     try:
         job = Job.from_dict(data)
-        valid = (isinstance(job.id, str) and bool(_MD5.match(job.md5)) and isinstance(job.length, int)
+        valid = (isinstance(job.id, str) and is_md5(job.md5) and isinstance(job.length, int)
                  and job.state in (*TERMINAL, "processing") and isinstance(job.attempts, int)
                  and isinstance(job.retry_at, (int, float)) and isinstance(job.error, dict)
                  and isinstance(job.lkg, dict) and isinstance(job.rolled_back, dict)
@@ -180,7 +181,7 @@ class JobStore:
 
     def rejected(self, md5: str) -> dict[str, Any]:
         """Why this image was rejected, or ``{}``."""
-        return read_json(self.rejected_dir / md5) or {} if _MD5.match(md5) else {}
+        return read_json(self.rejected_dir / md5) or {} if is_md5(md5) else {}
 
     # ------------------------------------------------------------ manual policy
     def pending(self) -> dict[str, Any]:
@@ -200,7 +201,7 @@ class JobStore:
     def approve(self, md5: str) -> str:
         """Let the image with this MD5 (and no other) be installed; return a note for the user, or ``""``."""
         md5 = md5.lower()
-        if not _MD5.match(md5):
+        if not is_md5(md5):
             raise UsageError(f"not an image MD5: {md5!r} (32 hex digits, as `notedfu status` shows)",
                              code="E_BAD_MD5")
         self.approved_dir.mkdir(exist_ok=True)
