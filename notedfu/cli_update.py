@@ -14,11 +14,6 @@ from notedfu.errors import Busy, ExitCode, UsageError
 from notedfu.events import Events, LogSink, file_sink, json_lines_sink
 from notedfu.cli_target import seconds
 
-OUTCOME_EXIT = {"success": ExitCode.OK, "up_to_date": ExitCode.UP_TO_DATE, "ready": ExitCode.AWAITING_APPROVAL,
-                "idle": ExitCode.NOT_READY, "downloading": ExitCode.NOT_READY, "retry": ExitCode.TRY_LATER,
-                "superseded": ExitCode.TRY_LATER}
-
-
 def add_socket_option(parser: argparse.ArgumentParser) -> None:
     """``--socket``: where the daemon listens."""
     parser.add_argument("--socket", metavar="PATH",
@@ -192,12 +187,9 @@ def cmd_update(args: argparse.Namespace) -> int:
     error = (outcome.job.error if outcome.job else {}) or {}
     if outcome.state in ("retry", "superseded"):
         print(f"notedfu: {error.get('code', 'E_UPDATE')}: {outcome.detail}", file=sys.stderr)
-    if outcome.state in OUTCOME_EXIT:
-        return int(OUTCOME_EXIT[outcome.state])
-    print(f"notedfu: {error.get('code', 'E_UPDATE')}: {error.get('message', outcome.detail)}", file=sys.stderr)
-    if outcome.state == "unconfirmed":
-        return int(ExitCode.UNCONFIRMED)
-    return outcome.exit_code or int(ExitCode.FAILURE)
+    if outcome.failed:
+        print(f"notedfu: {error.get('code', 'E_UPDATE')}: {error.get('message', outcome.detail)}", file=sys.stderr)
+    return outcome.exit()
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -96,7 +96,6 @@ def _events(args: argparse.Namespace) -> tuple[Events, Callable[[], None]]:
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run the demo; the exit code is the update's (README, "Exit codes"), 130 on Ctrl-C."""
     from notedfu.update.agent import Updater
-    from notedfu.cli_update import OUTCOME_EXIT
 
     try:
         new, old = demo_image(NEW, args.firmware), demo_image(OLD, args.firmware)
@@ -134,9 +133,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(_render(summary, args.workdir))
     if interrupted:
         return int(ExitCode.INTERRUPTED)
-    if outcome.state in OUTCOME_EXIT:
-        return int(OUTCOME_EXIT[outcome.state])
-    return int(ExitCode.UNCONFIRMED) if outcome.state == "unconfirmed" else outcome.exit_code or 1
+    return outcome.exit()
 
 
 def _config(rig: SimulatedRig, console: str | None, workdir: Path) -> Config:

@@ -28,6 +28,25 @@ class Outcome:
     detail: str = ""
     exit_code: int = 0
 
+    @property
+    def failed(self) -> bool:
+        """Whether the cycle ended in a failure of the job (not merely "nothing to do" or "later")."""
+        return self.state not in _STATE_EXIT
+
+    def exit(self) -> int:
+        """The process exit code this ending means (README, "Events and exit codes"): the one place it is
+        decided, for ``notedfu update`` and ``notedfu demo`` alike."""
+        if self.state in _STATE_EXIT:
+            return int(_STATE_EXIT[self.state])
+        if self.state == "unconfirmed":
+            return int(ExitCode.UNCONFIRMED)
+        return self.exit_code or int(ExitCode.FAILURE)
+
+
+_STATE_EXIT = {"success": ExitCode.OK, "up_to_date": ExitCode.UP_TO_DATE, "ready": ExitCode.AWAITING_APPROVAL,
+               "idle": ExitCode.NOT_READY, "downloading": ExitCode.NOT_READY, "retry": ExitCode.TRY_LATER,
+               "superseded": ExitCode.TRY_LATER}
+
 
 def clock(when: float) -> str:
     """HH:MM:SS of a Unix time, for messages."""
