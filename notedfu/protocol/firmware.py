@@ -1,8 +1,9 @@
-"""What a firmware image says about itself: the ``firmware::info:{…}`` marker Notehub reads."""
+"""What a firmware says about itself: the ``firmware::info:{…}`` marker Notehub reads, and its boot banner."""
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 MARKER = b"firmware::info:"
@@ -20,3 +21,16 @@ def firmware_info(image: bytes) -> dict[str, Any]:
     except ValueError:
         return {}
     return info if isinstance(info, dict) else {}
+
+
+def banner_line(text: str, regex: re.Pattern[str], *, complete: bool = True) -> str | None:
+    """The whole console line in which ``regex`` first matches (stripped), or ``None``; with ``complete``,
+    only once that line has ended (so the log shows all of it)."""
+    match = regex.search(text)
+    if match is None:
+        return None
+    end = text.find("\n", match.end())
+    if end < 0 and complete:
+        return None
+    start = text.rfind("\n", 0, match.start()) + 1
+    return text[start:None if end < 0 else end].strip()

@@ -15,13 +15,20 @@ from __future__ import annotations
 
 import os
 import selectors
+import shutil
 import subprocess
 import time
 import urllib.parse
 
 from serial.serialutil import PortNotOpenError, SerialBase, SerialException
 
-from notedfu.sim.qemu import MACHINE, QEMU, qemu_available
+QEMU = "qemu-system-arm"
+MACHINE = "stm32vldiscovery"  # STM32F100, USART1 at 0x40013800: what the demo firmware is built for
+
+
+def qemu_available() -> bool:
+    """Whether ``qemu-system-arm`` is installed."""
+    return shutil.which(QEMU) is not None
 
 
 class Serial(SerialBase):

@@ -15,6 +15,7 @@ import serial
 from notedfu import stopping
 from notedfu.errors import LinkError
 from notedfu.ports import console_url, serial_for_url
+from notedfu.protocol.firmware import banner_line
 from notedfu.specs import int_option
 
 
@@ -36,19 +37,9 @@ def watch_console(console: str, pattern: str, timeout: float, baud: int = 115200
             except (serial.SerialException, OSError) as exc:  # unplugged, or the adapter reset
                 raise LinkError(f"the console {console!r} went away while watching it: {exc}",
                                 code="E_CONSOLE_LOST") from exc
-            text = seen.decode(errors="replace")
-            if (match := regex.search(text)) and "\n" in text[match.end():]:  # the whole line, for the log
-                return line_matching(text, regex)
-        return line_matching(seen.decode(errors="replace"), regex)
+            if line := banner_line(seen.decode(errors="replace"), regex):
+                return line
+        return banner_line(seen.decode(errors="replace"), regex, complete=False)
     finally:
         port.close()
 
-
-def line_matching(text: str, regex: re.Pattern[str]) -> str | None:
-    """The whole line of ``text`` in which ``regex`` matches first (stripped), or ``None``."""
-    match = regex.search(text)
-    if match is None:
-        return None
-    start = text.rfind("\n", 0, match.start()) + 1
-    end = text.find("\n", match.end())
-    return text[start:None if end < 0 else end].strip()
