@@ -78,6 +78,12 @@ class NotReadyError(NotedfuError):
     exit_code = ExitCode.NOT_READY
 
 
+class NoImage(NotReadyError):
+    """The card offers no image (or no longer the one a job was for)."""
+
+    code = "E_NO_IMAGE"
+
+
 class IntegrityError(NotedfuError):
     """Data failed verification."""
 
@@ -149,3 +155,81 @@ class ImageSuperseded(NotedfuError):
 
     code = "E_IMAGE_CHANGED"
     exit_code = ExitCode.TRY_LATER
+
+
+# ------------------------------------------------------------------ the card said no
+class CardRequestError(CardError):
+    """The card answered ``{"err": …}``; the subclass says which kind of refusal (from its ``{tags}``)."""
+
+    code = "E_CARD_ERROR"
+
+    def __init__(self, request: str, err: str, tags: frozenset[str] = frozenset()) -> None:
+        self.request = request
+        self.err = err
+        self.tags = tags
+        super().__init__(f"{request}: {err}")
+
+
+class DfuNotReady(CardRequestError):
+    """``{dfu-not-ready}``: DFU mode is still coming up (transient: ask again)."""
+
+    code = "E_DFU_NOT_READY"
+
+
+class DfuModeLost(CardRequestError):
+    """``{hub-mode}``: the card is not (or no longer) in DFU mode."""
+
+    code = "E_DFU_MODE_LOST"
+
+
+class ChunkRefused(CardRequestError):
+    """``{dfu-dl-chunk-length}``: the card will not serve a chunk that long."""
+
+    code = "E_CHUNK_TOO_LARGE"
+
+
+class NotSupported(CardRequestError):
+    """``{not-supported}``: this card's firmware does not have the request (or the option)."""
+
+    code = "E_NOT_SUPPORTED"
+
+
+class CardIO(CardRequestError):
+    """``{io}``: the card could not do it just now (note-c retries these)."""
+
+    code = "E_CARD_IO"
+
+
+# ------------------------------------------------------------------ the target's bootloader
+class TargetNack(TargetError):
+    """The bootloader NACKed a command or its data."""
+
+    code = "E_TARGET_NACK"
+
+
+class TargetTimeout(TargetError):
+    """The bootloader (or the port) did not answer in time."""
+
+    code = "E_TARGET_TIMEOUT"
+
+
+class TargetProtocolError(TargetError):
+    """The bootloader answered something AN3155 does not allow."""
+
+    code = "E_TARGET_PROTOCOL"
+
+
+class TargetIO(TargetError):
+    """The target's port failed (unplugged, reset adapter)."""
+
+    code = "E_TARGET_IO"
+
+
+class TargetNoSync(TargetError):
+    """No answer to the sync byte: not in its bootloader, or miswired."""
+
+    code = "E_TARGET_NO_SYNC"
+
+
+RESYNCABLE = (TargetNack, TargetTimeout, TargetProtocolError, TargetIO)
+"""Target failures after which the bootloader can be brought back in step (and the command retried)."""

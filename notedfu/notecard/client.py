@@ -27,7 +27,8 @@ from typing import Any
 from notedfu import stopping
 from notedfu.checksums import md5_hex
 from notedfu.protocol.cobs import CobsError, cobs_decode, cobs_encode
-from notedfu.errors import BadResponseError, CardError, IntegrityError, LinkError
+from notedfu.errors import (BadResponseError, CardIO, CardRequestError, ChunkRefused, DfuModeLost, DfuNotReady,
+                            IntegrityError, LinkError, NotSupported)
 from notedfu.notecard.transport import CardLink, LinkTimeout
 from notedfu.protocol.notecard import AnswerReader, encode_request, error_tags, is_idempotent, is_retryable_error
 from notedfu.portlock import PortLock
@@ -37,28 +38,20 @@ RETRY_PAUSE = 0.5  # note-c RETRY_DELAY_MS
 MAX_JUNK_LINES = 16  # non-JSON lines tolerated while waiting for one answer
 
 
-class CardRequestError(CardError):
-    """The card answered ``{"err": …}``."""
-
-    def __init__(self, request: str, err: str) -> None:
-        self.request = request
-        self.err = err
-        self.tags = error_tags(err)
-        super().__init__(f"{request}: {err}", code=_code_for(self.tags, err))
-
-
-def _code_for(tags: frozenset[str], err: str) -> str:
+def card_error(request: str, err: str) -> CardRequestError:
+    """The card's ``{"err": …}`` as the error class its ``{tags}`` (or, for old firmware, its text) name."""
+    tags = error_tags(err)
     if "dfu-not-ready" in tags:
-        return "E_DFU_NOT_READY"
+        return DfuNotReady(request, err, tags)
     if "hub-mode" in tags or "not currently in the DFU" in err:
-        return "E_DFU_MODE_LOST"
+        return DfuModeLost(request, err, tags)
     if "dfu-dl-chunk-length" in tags:
-        return "E_CHUNK_TOO_LARGE"
+        return ChunkRefused(request, err, tags)
     if "not-supported" in tags:
-        return "E_NOT_SUPPORTED"
+        return NotSupported(request, err, tags)
     if "io" in tags:
-        return "E_CARD_IO"
-    return "E_CARD_ERROR"
+        return CardIO(request, err, tags)
+    return CardRequestError(request, err, tags)
 
 
 class _Lost(Exception):
@@ -112,7 +105,7 @@ class CardClient:
         """
         rsp = self._transact(req, retries, timeout)
         if "err" in rsp:
-            raise CardRequestError(str(req.get("req")), str(rsp["err"]))
+            raise card_error(str(req.get("req")), str(rsp["err"]))
         return rsp
 
     def _transact(self, req: dict[str, Any], retries: int | None, timeout: float | None) -> dict[str, Any]:
@@ -180,9 +173,9 @@ class CardClient:
         """The card's binary store size (``card.binary`` ``max``), or 0 if its firmware has no binary mode."""
         try:
             capacity = self.request({"req": "card.binary"}).get("max")
+        except NotSupported:
+            return 0
         except CardRequestError as exc:
-            if exc.code == "E_NOT_SUPPORTED":
-                return 0
             if "bad-bin" not in exc.tags:
                 raise
             # The store holds what an interrupted transfer left (note-c swallows {bad-bin} because it
@@ -190,7 +183,7 @@ class CardClient:
             try:
                 capacity = self.request({"req": "card.binary", "delete": True}).get("max")
             except CardRequestError as again:
-                if again.code == "E_NOT_SUPPORTED" or "bad-bin" in again.tags:
+                if isinstance(again, NotSupported) or "bad-bin" in again.tags:
                     return 0
                 raise
         return capacity if isinstance(capacity, int) and not isinstance(capacity, bool) and capacity > 0 else 0
@@ -206,7 +199,7 @@ class CardClient:
         """
         rsp = self._transact({"req": "card.binary.get", "offset": 0, "length": length}, 0, None)
         if "err" in rsp:
-            raise CardRequestError("card.binary.get", str(rsp["err"]))
+            raise card_error("card.binary.get", str(rsp["err"]))
         size = rsp.get("cobs")
         if not isinstance(size, int) or isinstance(size, bool) or not 0 < size <= 2 * length + 16:
             self._resync_first = True

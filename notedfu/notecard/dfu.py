@@ -18,10 +18,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from notedfu.checksums import file_digests, is_md5, md5_hex
-from notedfu.errors import BadResponseError, Cancelled, IntegrityError, LinkError, NotedfuError, NotReadyError
+from notedfu.errors import (BadResponseError, Cancelled, CardIO, CardRequestError, ChunkRefused, DfuModeLost,
+                            DfuNotReady, IntegrityError, LinkError, NoImage, NotedfuError, NotReadyError,
+                            NotSupported)
 from notedfu.events import Events
 from notedfu.notecard.chunksize import MIN_CHUNK, ChunkSizes
-from notedfu.notecard.client import CardClient, CardRequestError
+from notedfu.notecard.client import CardClient
 from notedfu.notecard.mode import CardMode
 from notedfu.notecard.staging import Journal, Staging
 
@@ -43,10 +45,10 @@ def is_size_refusal(exc: NotedfuError, probing: bool) -> bool:
     counts (the one request the probe may cost). At a size the card took
     before, only an answer that speaks of the length does.
     """
+    if isinstance(exc, (DfuModeLost, DfuNotReady, NotSupported)):
+        return False
     if isinstance(exc, CardRequestError):
-        if exc.code in ("E_DFU_MODE_LOST", "E_DFU_NOT_READY", "E_NOT_SUPPORTED"):
-            return False
-        return probing or exc.code == "E_CHUNK_TOO_LARGE" or bool(_SIZE_WORDS.search(exc.err))
+        return probing or isinstance(exc, ChunkRefused) or bool(_SIZE_WORDS.search(exc.err))
     return probing and isinstance(exc, LinkError)
 
 
@@ -153,7 +155,7 @@ class Downloader:
             if mode == "downloading":
                 raise NotReadyError(f"the Notecard is still downloading the image ({_display(status.get('status'))})",
                                     code="E_DOWNLOADING")
-            raise NotReadyError(f"no image ready on the Notecard (dfu.status mode {_display(mode)!r})")
+            raise NoImage(f"no image ready on the Notecard (dfu.status mode {_display(mode)!r})")
         image = ImageInfo.from_body(status.get("body"), self.options.max_image)
         journal = self.staging.journal(image.md5, image.length, image.crc32, source=image.source,
                                        version=image.version)
@@ -248,18 +250,18 @@ class Downloader:
                         self.events.message(f"the Notecard refused {length}-byte chunks ({exc.message}); "
                                             f"using {chunk} (remembered for this card)", "warning")
                         continue
-                    if isinstance(exc, CardRequestError) and exc.code == "E_NOT_SUPPORTED" and binary:
+                    if isinstance(exc, NotSupported) and binary:
                         binary, encoding = False, "base64"
                         chunk, probe = sizes.good(encoding), None
                         continue
-                    if isinstance(exc, CardRequestError) and exc.code in ("E_DFU_MODE_LOST", "E_DFU_NOT_READY"):
+                    if isinstance(exc, (DfuModeLost, DfuNotReady)):
                         tries += 1
                         if tries > self.options.retries:
                             raise
                         self.events.message(f"the Notecard left DFU mode ({exc.err}): entering it again", "warning")
                         self._enter_dfu()
                         continue
-                    if isinstance(exc, CardRequestError) and exc.code != "E_CARD_IO":
+                    if isinstance(exc, CardRequestError) and not isinstance(exc, CardIO):
                         raise
                     tries = self._retry_chunk(offset, exc, tries, result)
                     continue

@@ -18,9 +18,9 @@ import time
 from typing import Any
 
 from notedfu import stopping
-from notedfu.errors import BadResponseError, NotedfuError, NotReadyError
+from notedfu.errors import BadResponseError, DfuModeLost, DfuNotReady, NotedfuError, NotReadyError
 from notedfu.events import Events
-from notedfu.notecard.client import CardClient, CardRequestError
+from notedfu.notecard.client import CardClient
 from notedfu.notecard.staging import Staging
 
 
@@ -63,11 +63,10 @@ class CardMode:
             try:
                 self.client.request(probe)
                 return
-            except CardRequestError as exc:
-                if exc.code == "E_DFU_MODE_LOST":  # dropped out between set and probe: ask again
-                    self.set("dfu")
-                elif exc.code != "E_DFU_NOT_READY":
-                    raise
+            except DfuModeLost:  # dropped out between set and probe: ask again
+                self.set("dfu")
+            except DfuNotReady:
+                pass
             if time.monotonic() > deadline:
                 raise NotReadyError(f"DFU mode did not become active within {timeout:g} s", code="E_DFU_NOT_READY")
             stopping.sleep(poll)

@@ -30,7 +30,8 @@ from notedfu import stopping
 from notedfu.checksums import crc32, md5_hex
 from notedfu.errors import BadResponseError, CardError, IntegrityError, LinkError, NotedfuError, UsageError
 from notedfu.events import Events
-from notedfu.notecard.client import CardClient, CardRequestError
+from notedfu.errors import CardRequestError, DfuModeLost, NotSupported
+from notedfu.notecard.client import CardClient
 from notedfu.notecard.dfu import MAX_IMAGE_BYTES, ImageInfo
 from notedfu.notecard.mode import CardMode
 from notedfu.notecard.staging import Staging
@@ -140,8 +141,7 @@ class Sideloader:
                 self._wait_written(rsp)
             except (IntegrityError, LinkError, CardRequestError) as exc:
                 tries += 1
-                if tries > self.options.retries or (isinstance(exc, CardRequestError)
-                                                     and exc.code in ("E_DFU_MODE_LOST", "E_NOT_SUPPORTED")):
+                if tries > self.options.retries or isinstance(exc, (DfuModeLost, NotSupported)):
                     raise
                 self.events.message(f"chunk at offset {offset}: {exc.message}; retrying", "warning")
                 continue

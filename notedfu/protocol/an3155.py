@@ -14,7 +14,7 @@ from functools import reduce
 
 import crcmod.predefined
 
-from notedfu.errors import TargetError
+from notedfu.errors import TargetProtocolError
 
 ACK, NACK, BUSY, SYNC = 0x79, 0x1F, 0x76, 0x7F
 
@@ -134,5 +134,5 @@ class BootloaderInfo:
 def parse_get(reply: bytes) -> tuple[int, tuple[int, ...]]:
     """The body of Get's answer (between the ACKs): N, version, N command codes."""
     if len(reply) < 2 or reply[0] + 1 != len(reply) - 1:
-        raise TargetError(f"malformed Get answer {reply.hex(' ')}", code="E_TARGET_PROTOCOL")
+        raise TargetProtocolError(f"malformed Get answer {reply.hex(' ')}")
     return reply[1], tuple(reply[2:])

@@ -12,7 +12,7 @@ from typing import Protocol
 
 import serial
 
-from notedfu.errors import TargetError
+from notedfu.errors import TargetError, TargetIO, TargetNack, TargetNoSync, TargetProtocolError, TargetTimeout
 from notedfu.protocol.an3155 import (ACK, BUSY, MASS_ERASE, NACK, SYNC, BootloaderInfo, Cmd,
                                      address_frame, command_frame, count_frame, data_frame, erase_frame,
                                      extended_erase_frame, length_frame, parse_get, xor)
@@ -66,10 +66,10 @@ class Bootloader:
         try:
             self.port.write(data)
         except serial.SerialTimeoutException as exc:
-            raise TargetError(f"the port took no data for {self.port.write_timeout:g} s: nothing reads the other "
-                              "end (wiring? the right port?)", code="E_TARGET_TIMEOUT") from exc
+            raise TargetTimeout(f"the port took no data for {self.port.write_timeout:g} s: nothing reads the other "
+                              "end (wiring? the right port?)") from exc
         except (OSError, serial.SerialException) as exc:
-            raise TargetError(f"writing to the bootloader failed: {exc}", code="E_TARGET_IO") from exc
+            raise TargetIO(f"writing to the bootloader failed: {exc}") from exc
         self.stats.sent += len(data)
 
     def _read(self, count: int, timeout: float, what: str) -> bytes:
@@ -79,11 +79,11 @@ class Bootloader:
             data = self.port.read(count)
         except (OSError, serial.SerialException) as exc:
             # e.g. pyserial's "device reports readiness to read but returned no data", seen on ptys
-            raise TargetError(f"{what}: reading from the bootloader failed: {exc}", code="E_TARGET_IO") from exc
+            raise TargetIO(f"{what}: reading from the bootloader failed: {exc}") from exc
         self.stats.received += len(data)
         if len(data) != count:
-            raise TargetError(f"{what}: no answer from the bootloader within {timeout:g} s "
-                              f"({len(data)} of {count} bytes)", code="E_TARGET_TIMEOUT")
+            raise TargetTimeout(f"{what}: no answer from the bootloader within {timeout:g} s "
+                              f"({len(data)} of {count} bytes)")
         return data
 
     def _ack(self, what: str, timeout: float | None = None) -> None:
@@ -96,8 +96,8 @@ class Bootloader:
             if byte == BUSY and time.monotonic() < deadline:
                 continue
             if byte == NACK:
-                raise TargetError(f"{what}: the bootloader answered NACK", code="E_TARGET_NACK")
-            raise TargetError(f"{what}: unexpected byte 0x{byte:02x} instead of ACK", code="E_TARGET_PROTOCOL")
+                raise TargetNack(f"{what}: the bootloader answered NACK")
+            raise TargetProtocolError(f"{what}: unexpected byte 0x{byte:02x} instead of ACK")
 
     def _command(self, cmd: int, name: str) -> None:
         self.stats.commands[name] = self.stats.commands.get(name, 0) + 1
@@ -129,9 +129,8 @@ class Bootloader:
                 return
             if self._fill_frame(FRAME_MAX if attempt == 0 else len(FILLER)) and self._realign():
                 return
-        raise TargetError(f"no answer to the bootloader sync (0x7F) after {attempts} tries: is BOOT0 high and "
-                          "the target reset, the wiring TX↔RX, the port 8E1 (not the Pi's mini UART)?",
-                          code="E_TARGET_NO_SYNC")
+        raise TargetNoSync(f"no answer to the bootloader sync (0x7F) after {attempts} tries: is BOOT0 high and "
+                          "the target reset, the wiring TX↔RX, the port 8E1 (not the Pi's mini UART)?")
 
     def _realign(self) -> bool:
         """After filler: the bootloader takes commands as byte pairs (code, complement) and NACKs a bad pair,
@@ -254,7 +253,7 @@ class Bootloader:
         self._ack("crc result", self.timeouts.ack + length * 1e-6)
         reply = self._read(5, self.timeouts.ack, "crc result")
         if xor(reply[:4]) != reply[4]:
-            raise TargetError("crc result: bad checksum byte", code="E_TARGET_PROTOCOL")
+            raise TargetProtocolError("crc result: bad checksum byte")
         return int.from_bytes(reply[:4], "big")
 
     def _reset_command(self, cmd: int, name: str, payload: bytes | None, timeout: float) -> None:

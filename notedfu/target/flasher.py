@@ -30,9 +30,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from notedfu import stopping
-from notedfu.errors import UsageError
 from notedfu.events import Events
-from notedfu.errors import TargetError
+from notedfu.errors import RESYNCABLE, TargetError, TargetProtocolError, UsageError
 from notedfu.protocol.an3155 import MAX_BLOCK, BootloaderInfo, Cmd, stm32_crc
 from notedfu.target.an3155 import Bootloader
 from notedfu.protocol.chips import Chip
@@ -190,7 +189,7 @@ class Flasher:
         self.resync = resync or bootloader.sync
         self.extended = info.supports(Cmd.EXTENDED_ERASE)
         if not self.extended and not info.supports(Cmd.ERASE):
-            raise TargetError("the bootloader offers no erase command", code="E_TARGET_PROTOCOL")
+            raise TargetProtocolError("the bootloader offers no erase command")
         crc = info.supports(Cmd.GET_CHECKSUM)
         method = {"auto": "crc" if crc else "read", "crc": "crc", "read": "read", "none": "none"}[options.verify]
         if method == "crc" and not crc:
@@ -279,7 +278,7 @@ class Flasher:
 
     def _recover(self, exc: TargetError) -> None:
         """After a NACK or a lost answer: get back in step with the bootloader."""
-        if exc.code not in ("E_TARGET_NACK", "E_TARGET_TIMEOUT", "E_TARGET_PROTOCOL", "E_TARGET_IO"):
+        if not isinstance(exc, RESYNCABLE):
             raise exc
         self.resync()
 

@@ -19,7 +19,7 @@ from notedfu.portlock import PortBusy, PortLock
 from notedfu.ports import is_pty, serial_for_url
 from notedfu.events import Events
 from notedfu.specs import int_option, split_options
-from notedfu.errors import TargetError
+from notedfu.errors import TargetError, TargetNack
 from notedfu.protocol.an3155 import MAX_BLOCK, BootloaderInfo
 from notedfu.target.an3155 import Bootloader, Timeouts
 from notedfu.protocol.chips import Chip, chip_for
@@ -119,9 +119,7 @@ class TargetSession:
         block = register - register % size if size > 2 else register
         try:
             data = self.bootloader.read_memory(block, size)
-        except TargetError as exc:
-            if exc.code != "E_TARGET_NACK":
-                raise
+        except TargetNack:
             self.protected = True  # Read Memory NACKed while Get worked: readout protection
             return self.chip.flash_size
         kib = int.from_bytes(data[register - block:register - block + 2], "little")
@@ -190,10 +188,8 @@ class TargetSession:
                 if page.count(0xFF) == len(page):
                     break  # an image is contiguous: the first erased page ends it
                 data += page
-        except TargetError as exc:
-            if exc.code == "E_TARGET_NACK":
-                return None
-            raise
+        except TargetNack:
+            return None
         return bytes(data.rstrip(b"\xff")) or None
 
     def start_application(self) -> None:

@@ -21,10 +21,10 @@ from typing import Any
 
 from notedfu import stopping
 from notedfu.config import Config
-from notedfu.errors import (Cancelled, ExitCode, ImageSuperseded, Interrupted, NotedfuError, NotReadyError,
-                            StageFailed)
+from notedfu.errors import (Cancelled, CardRequestError, ExitCode, ImageSuperseded, Interrupted, NoImage, NotedfuError,
+                            StageFailed, Unconfirmed)
 from notedfu.events import Events
-from notedfu.notecard.client import CardClient, CardRequestError
+from notedfu.notecard.client import CardClient
 from notedfu.notecard.dfu import Downloader, FetchOptions, ImageInfo
 from notedfu.notecard.link import open_notecard
 from notedfu.notecard.staging import Staging, default_state_dir
@@ -216,7 +216,7 @@ class Updater:
                 return self.endings.report_pending(job, failure)
             if isinstance(failure.error, ImageSuperseded):
                 return self.endings.supersede(job, failure)
-            if failure.code == "E_UNCONFIRMED" and not job.rolled_back:
+            if isinstance(failure.error, Unconfirmed) and not job.rolled_back:
                 if job.lkg and self.target.lines_wired():
                     return self.endings.fail(job, self.target.roll_back(job, failure))
                 self.events.message("cannot roll back: " + ("no reset line to take the board back into its "
@@ -330,10 +330,8 @@ class Updater:
         """enter_dfu, transfer and exit_dfu in one go: the downloader owns the card's mode."""
         try:
             result = self.downloader.fetch()
-        except NotReadyError as exc:
-            if exc.code == "E_NO_IMAGE":
-                raise ImageSuperseded(f"the Notecard no longer offers image {job.md5} ({exc.message})") from exc
-            raise
+        except NoImage as exc:
+            raise ImageSuperseded(f"the Notecard no longer offers image {job.md5} ({exc.message})") from exc
         if result.image.md5 != job.md5:
             raise ImageSuperseded(f"the card now offers {result.image.md5}, not {job.md5}")
         now = time.time()

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from notedfu.config import Config
-from notedfu.errors import ExitCode, NotedfuError, StageFailed
+from notedfu.errors import ExitCode, NotedfuError, StageFailed, Unconfirmed
 from notedfu.events import STEPS, Events
 from notedfu.notecard.client import CardClient
 from notedfu.update.job import Job, JobStore, job_summary
@@ -141,7 +141,7 @@ class JobEndings:
 
     def fail(self, job: Job, failure: StageFailed) -> Outcome:
         """A permanent failure (or the retry budget spent): the job ends and Notehub hears, once."""
-        job.state = "unconfirmed" if failure.code == "E_UNCONFIRMED" and not job.rolled_back else "fail"
+        job.state = "unconfirmed" if isinstance(failure.error, Unconfirmed) and not job.rolled_back else "fail"
         message = failure.message
         if not failure.permanent:
             message += f" (gave up after {job.attempts} attempts)"

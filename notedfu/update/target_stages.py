@@ -14,7 +14,7 @@ from typing import Any
 from notedfu import stopping
 from notedfu.checksums import md5_hex
 from notedfu.config import Config
-from notedfu.errors import NotedfuError, StageFailed, Unconfirmed
+from notedfu.errors import NotedfuError, StageFailed, TargetNoSync, Unconfirmed
 from notedfu.events import Events
 from notedfu.notecard.staging import Staging
 from notedfu.protocol.chips import FLASH_BASE
@@ -170,8 +170,8 @@ class TargetStages:
             if not session.lines.wired:
                 try:
                     session.connect()
-                except NotedfuError as exc:
-                    if exc.code != "E_TARGET_NO_SYNC" or not self.resumed:
+                except TargetNoSync:
+                    if not self.resumed:
                         raise
                     # No reset line, and the bootloader is silent: an earlier run's Go already started
                     # the application before it was interrupted. The confirm stage checks that it runs.
