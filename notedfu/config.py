@@ -36,16 +36,10 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from notedfu.errors import UsageError
+from notedfu.errors import ConfigError
 from notedfu.specs import parse_region
 
 DEFAULT_PATH = Path("/etc/notedfu/notedfu.toml")
-
-
-class ConfigError(UsageError):
-    """The configuration file is unusable."""
-
-    code = "E_CONFIG"
 
 
 @dataclass

@@ -233,3 +233,66 @@ class TargetNoSync(TargetError):
 
 RESYNCABLE = (TargetNack, TargetTimeout, TargetProtocolError, TargetIO)
 """Target failures after which the bootloader can be brought back in step (and the command retried)."""
+
+
+# ------------------------------------------------------------------ the rest of the tree, by where it arises
+class ImageFileError(UsageError):
+    """The image file cannot be used."""
+
+    code = "E_IMAGE_FILE"
+
+
+class LinkTimeout(LinkError):
+    """The card sent nothing before the deadline."""
+
+    code = "E_NOTECARD_TIMEOUT"
+
+
+class LinkIncomplete(LinkError):
+    """The card started an answer and stopped (note-c: "transaction incomplete")."""
+
+    code = "E_NOTECARD_IO"
+
+
+class StagingError(NotedfuError):
+    """The state directory could not take what had to be written (transient: nothing verified is lost)."""
+
+    code = "E_STAGING"
+
+
+class ConfigError(UsageError):
+    """The configuration file is unusable."""
+
+    code = "E_CONFIG"
+
+
+class SignatureError(IntegrityError):
+    """The image is unsigned, or its signature does not verify."""
+
+    code = "E_SIGNATURE"
+    exit_code = ExitCode.SIGNATURE
+    permanent = True  # the image's bytes decide it: asking again gets the same bytes
+
+
+class ControlError(NotedfuError):
+    """A request the daemon refuses; the code goes back to the client."""
+
+    code = "E_BAD_REQUEST"
+    exit_code = ExitCode.USAGE
+
+
+class NoDaemon(NotedfuError):
+    """Nothing listens on the control socket."""
+
+    code = "E_NO_DAEMON"
+    exit_code = ExitCode.NO_DAEMON
+
+
+class PortBusy(Busy):
+    """Another process holds the port."""
+
+
+class CobsError(IntegrityError, ValueError):
+    """Binary-mode data that is not valid COBS (the Notecard's framing of binary data)."""
+
+    code = "E_CHUNK_ENCODING"

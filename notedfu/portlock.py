@@ -25,13 +25,9 @@ import tempfile
 import urllib.parse
 from pathlib import Path
 
-from notedfu.errors import Busy, UsageError
+from notedfu.errors import PortBusy, UsageError
 
 ENV_LOCK_DIR = "NOTEDFU_LOCK_DIR"
-
-
-class PortBusy(Busy):
-    """Another process holds the port."""
 
 
 def lock_dir() -> Path:

@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterator
 from filelock import FileLock, Timeout
 
 from notedfu.checksums import crc32, is_md5, md5_hex
-from notedfu.errors import Busy, NotedfuError, UsageError
+from notedfu.errors import Busy, StagingError, UsageError
 from notedfu.files import fsync_dir, read_json, write_json_atomic
 
 ENV_STATE_DIR = "NOTEDFU_STATE_DIR"
@@ -47,12 +47,6 @@ def default_state_dir() -> Path:
 
 IMAGE_MODE = 0o600
 """Staged images are the service's own: an image a client asked for stays readable by its owner only."""
-
-
-class StagingError(NotedfuError):
-    """The state directory could not take what had to be written (transient: nothing verified is lost)."""
-
-    code = "E_STAGING"
 
 
 @contextmanager

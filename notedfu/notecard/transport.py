@@ -26,7 +26,7 @@ import time
 from typing import Protocol
 
 from notedfu import stopping
-from notedfu.errors import LinkError
+from notedfu.errors import LinkError, LinkIncomplete, LinkTimeout
 
 SEGMENT_LENGTH = 250  # note-c CARD_REQUEST_SERIAL_SEGMENT_MAX_LEN / CARD_REQUEST_I2C_SEGMENT_MAX_LEN
 SEGMENT_PAUSE = 0.250  # note-c CARD_REQUEST_*_SEGMENT_DELAY_MS
@@ -39,18 +39,6 @@ RESET_QUIET = 0.1  # after a clean "\r\n" echo, this long with nothing more is e
 SILENT_CARD_PAUSE = 1.2
 SERIAL_READ_SLICE = 0.25  # longest single blocking serial read; deadlines are checked between reads
 STREAM_SLEEP_MAX = 0.05  # < the 0.36 s a 4 KiB kernel tty buffer takes to fill at 115200 baud
-
-
-class LinkTimeout(LinkError):
-    """The card sent nothing before the deadline."""
-
-    code = "E_NOTECARD_TIMEOUT"
-
-
-class LinkIncomplete(LinkError):
-    """The card started an answer and stopped (note-c: "transaction incomplete")."""
-
-    code = "E_NOTECARD_IO"
 
 
 class CardLink(Protocol):

@@ -11,12 +11,10 @@ from __future__ import annotations
 
 from cobs import cobs
 
+from notedfu.errors import CobsError
+
 EOP = 0x0A  # the Notecard's end-of-packet byte, '\n'
 _XOR_EOP = bytes(b ^ EOP for b in range(256))
-
-
-class CobsError(ValueError):
-    """The encoded data is not valid COBS."""
 
 
 def cobs_encode(data: bytes) -> bytes:

@@ -10,13 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from notedfu.errors import UsageError
-
-
-class ImageFileError(UsageError):
-    """The image file cannot be used."""
-
-    code = "E_IMAGE_FILE"
+from notedfu.errors import ImageFileError
 
 
 @dataclass(frozen=True)

@@ -35,27 +35,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
-from notedfu.errors import Busy, ExitCode, NotedfuError, UsageError
+from notedfu.errors import Busy, ControlError, NoDaemon, NotedfuError, UsageError
 from notedfu.update.peer import Peer
 
 MAX_REQUEST = 64 * 1024
 COMMANDS = ("status", "install", "approve", "cancel", "subscribe")
 ENV_SOCKET = "NOTEDFU_SOCKET"
 DEFAULT_SOCKET = "/run/notedfu/notedfu.sock"
-
-
-class ControlError(NotedfuError):
-    """A request the daemon refuses; the code goes back to the client."""
-
-    code = "E_BAD_REQUEST"
-    exit_code = ExitCode.USAGE
-
-
-class NoDaemon(NotedfuError):
-    """Nothing listens on the control socket."""
-
-    code = "E_NO_DAEMON"
-    exit_code = ExitCode.NO_DAEMON
 
 
 class Connection:

@@ -23,19 +23,11 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from notedfu.errors import ExitCode, IntegrityError, UsageError
+from notedfu.errors import SignatureError, UsageError
 
 MAGIC = b"NDFUSIG1"
 _TRAILER = struct.Struct("<64sI8s")
 TRAILER_SIZE = _TRAILER.size
-
-
-class SignatureError(IntegrityError):
-    """The image is unsigned, or its signature does not verify."""
-
-    code = "E_SIGNATURE"
-    exit_code = ExitCode.SIGNATURE
-    permanent = True  # the image's bytes decide it: asking again gets the same bytes
 
 
 def split_signed(data: bytes) -> tuple[bytes, bytes | None]:
