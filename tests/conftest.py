@@ -22,6 +22,21 @@ pytest_plugins = ["rig"]  # the simulated rig fixture (tests/rig.py)
 
 # A fast card, ready at once: tests exercise logic, benches measure speed.
 FAST = {"latency": "0.005", "per_kib": "0.001", "ready_delay": "0"}
+
+
+class ManualClock:
+    """A clock that moves only when told: the simulated card's timers run on it, so a test says "0.35 s
+    later" instead of sleeping and racing the thresholds on a busy machine."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        """Let ``seconds`` pass on the card."""
+        self.now += seconds
 _names = itertools.count()
 
 
@@ -46,13 +61,14 @@ def sim(tmp_path: Path, image: bytes) -> SimFactory:
     """Make a named simulated card; returns (card, serial spec). ``i2c=True`` gives an I2C spec."""
     made: list[str] = []
 
-    def make(*, i2c: bool = False, image_bytes: bytes | None = None, **opts: Any) -> tuple[NotecardSim, str]:
+    def make(*, i2c: bool = False, image_bytes: bytes | None = None, clock: ManualClock | None = None,
+             **opts: Any) -> tuple[NotecardSim, str]:
         name = f"test{next(_names)}"
         path = tmp_path / f"{name}.bin"
         path.write_bytes(image if image_bytes is None else image_bytes)
         options: dict[str, Any] = {**FAST, "image": str(path), "profile": "i2c400k" if i2c else "usb"}
         options.update({k: (v if isinstance(v, list) else str(v)) for k, v in opts.items()})
-        card = card_from_options(options)
+        card = card_from_options(options, state_clock=clock)
         registry.register("notecard", name, card)
         made.append(name)
         return card, (f"i2c:sim://notecard?name={name}" if i2c else f"sim://notecard?name={name}")

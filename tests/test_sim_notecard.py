@@ -14,6 +14,7 @@ import pytest
 import serial
 from smbus2 import i2c_msg
 
+from conftest import ManualClock
 from notedfu.checksums import crc32
 from notedfu.notecard.i2c_link import Smbus2Adapter
 from notedfu.sim.i2c import SimI2CBus
@@ -94,12 +95,13 @@ def test_unpaced_long_request_overflows_the_input_buffer(port):
 
 
 def test_dfu_status_modes_downloading_ready_stop(sim, image):
-    card, spec = sim(download="0.3")
+    clock = ManualClock()
+    card, spec = sim(download="0.3", clock=clock)
     with serial.serial_for_url(spec, timeout=2) as p:
         rsp = transact(p, {"req": "dfu.status", "name": "user"})
         assert rsp["mode"] == "downloading" and rsp["status"].startswith("downloaded ")
         assert rsp["status"].endswith(f"/{len(image)})")
-        time.sleep(0.35)
+        clock.advance(0.35)
         rsp = transact(p, {"req": "dfu.status"})
         assert rsp["mode"] == "ready"
         body = rsp["body"]
@@ -133,12 +135,13 @@ def test_hub_modes_and_dfu_completed_returns_to_the_previous_mode(port):
 
 
 def test_dfu_get_outside_dfu_mode_and_while_not_ready(sim):
-    card, spec = sim(ready_delay="0.3")
+    clock = ManualClock()
+    card, spec = sim(ready_delay="0.3", clock=clock)
     with serial.serial_for_url(spec, timeout=2) as p:
         assert "{hub-mode}" in transact(p, {"req": "dfu.get", "length": 0})["err"]
         transact(p, {"req": "hub.set", "mode": "dfu"})
         assert "{dfu-not-ready}" in transact(p, {"req": "dfu.get", "length": 0})["err"]
-        time.sleep(0.3)
+        clock.advance(0.3)
         assert transact(p, {"req": "dfu.get", "length": 0}) == {"payload": ""}
 
 
@@ -156,14 +159,15 @@ def test_dfu_get_chunks_ranges_and_size_limit(sim, image):
 
 
 def test_dfu_mode_times_out_unless_renewed(sim):
-    card, spec = sim(dfu_timeout="0.3", mode="minimum")
+    clock = ManualClock()
+    card, spec = sim(dfu_timeout="0.3", mode="minimum", clock=clock)
     with serial.serial_for_url(spec, timeout=2) as p:
         transact(p, {"req": "hub.set", "mode": "dfu"})
-        time.sleep(0.2)
+        clock.advance(0.2)
         transact(p, {"req": "hub.set", "mode": "dfu"})  # renews the timer
-        time.sleep(0.2)
+        clock.advance(0.2)
         assert transact(p, {"req": "dfu.get", "length": 0}) == {"payload": ""}
-        time.sleep(0.35)
+        clock.advance(0.35)
         assert "{hub-mode}" in transact(p, {"req": "dfu.get", "length": 0})["err"]
         assert transact(p, {"req": "hub.get"})["mode"] == "minimum"
 

@@ -108,3 +108,9 @@ class Reply:
     restarted: bool = False  # the card rebooted: drop anything queued
     binary_follows: int = 0  # card.binary.put: this many raw bytes (COBS + newline) come next
     tail: bytes = b""  # card.binary.get: the binary data after the answer line
+
+
+CARD_OPTIONS = frozenset({"image", "profile", "latency", "per_kib", "rate", "stretch", "download", "ready_delay",
+                          "dfu_timeout", "max_chunk", "refusal", "firmware", "binary", "mode", "time", "snappy",
+                          "strict_timing", "fault", "name", "pacing", "address"})
+"""Every ``sim://notecard`` option (``pacing`` and ``address`` belong to the I2C link that opens it)."""

@@ -18,15 +18,15 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Any, Callable
 
 from notedfu.checksums import crc32, md5_hex
 from notedfu.specs import check_option_names
 from notedfu.protocol.cobs import cobs_encode
 from notedfu.protocol.firmware import firmware_info
 from notedfu.protocol.notecard import add_crc, check_crc
-from notedfu.sim.card_config import (BINARY_MAX, DEFAULT_HUB_MODE, ERR_NOT_DFU, ERR_NOT_READY, FIRMWARES, HUB_MODES,
-                                     REFUSALS, Reply, SimConfig)
+from notedfu.sim.card_config import (BINARY_MAX, CARD_OPTIONS, DEFAULT_HUB_MODE, ERR_NOT_DFU, ERR_NOT_READY,
+                                     FIRMWARES, HUB_MODES, REFUSALS, Reply, SimConfig)
 from notedfu.sim.card_faults import CardFaults
 from notedfu.sim.card_sideload import SideloadRequests
 from notedfu.sim.faults import DATA_FAULTS, Fault
@@ -36,12 +36,15 @@ class NotecardSim(SideloadRequests, CardFaults):
     """The card's state and its answers to requests."""
 
     def __init__(self, config: SimConfig | None = None, link: LinkProfile | None = None,
-                 clock=time.monotonic) -> None:
+                 clock=time.monotonic, state_clock: Callable[[], float] | None = None) -> None:
+        """``state_clock``, when given, is the clock the card's own timers run on (Notehub's download, DFU
+        mode coming up and timing out): a test moves it instead of sleeping. The wire keeps real time."""
         self.config = config or SimConfig()
         self.link = link or PROFILES["usb"]
         self.request_latency = self.link.request_latency
         self.read_seconds_per_kib = self.link.read_seconds_per_kib
         self.clock = clock
+        self.state_clock = state_clock
         self.hub_mode = self.config.hub_mode
         self.mode_before_dfu = self.hub_mode
         self.dfu_entered_at = 0.0
@@ -81,7 +84,7 @@ class NotecardSim(SideloadRequests, CardFaults):
     def stage(self, image: bytes, name: str = "firmware.bin", download_seconds: float = 0.0,
               now: float | None = None) -> None:
         """Deliver ``image`` as Notehub would: downloading for a while, then ready."""
-        now = self.clock() if now is None else now
+        now = self._now(now)
         created = int(time.time())
         stem = name.rsplit(".", 1)
         stamped = f"{stem[0]}${time.strftime('%Y%m%d%H%M%S', time.gmtime(created))}" + (
@@ -101,10 +104,15 @@ class NotecardSim(SideloadRequests, CardFaults):
         """How many image bytes ``dfu.get`` has sent more than once."""
         return sum(1 for count in self.served if count > 1)
 
+    def _now(self, now: float | None) -> float:
+        if self.state_clock is not None:
+            return self.state_clock()
+        return self.clock() if now is None else now
+
     # ------------------------------------------------------------ the wire
     def handle(self, line: bytes, now: float | None = None) -> Reply:
-        """Answer one request line (without its newline)."""
-        now = self.clock() if now is None else now
+        """Answer one request line (without its newline); ``now`` is when it arrived (the port's clock)."""
+        now = self._now(now)
         line = line.rstrip(b"\r")
         if not line.strip():
             return Reply(b"\r\n")  # note-python's and note-c's reset handshake
@@ -373,13 +381,8 @@ class NotecardSim(SideloadRequests, CardFaults):
         return {"name": self.card_dfu.get("name", "-"), "on": bool(self.card_dfu.get("on", False))}
 
 
-CARD_OPTIONS = frozenset({"image", "profile", "latency", "per_kib", "rate", "stretch", "download", "ready_delay",
-                          "dfu_timeout", "max_chunk", "refusal", "firmware", "binary", "mode", "time", "snappy",
-                          "strict_timing", "fault", "name", "pacing", "address"})
-"""Every ``sim://notecard`` option (``pacing`` and ``address`` belong to the I2C link that opens it)."""
-
-
-def card_from_options(opts: dict[str, str | list[str]]) -> NotecardSim:
+def card_from_options(opts: dict[str, str | list[str]], *,
+                      state_clock: Callable[[], float] | None = None) -> NotecardSim:
     """A simulated card from string options: ``profile``, ``latency``, ``per_kib``,
     ``rate`` (bits per second), ``stretch`` (I2C clock stretching, seconds per
     byte the card sends) and everything :meth:`SimConfig.from_options` takes."""
@@ -393,4 +396,4 @@ def card_from_options(opts: dict[str, str | list[str]]) -> NotecardSim:
     link = profile(name[-1] if isinstance(name, list) else name).with_overrides(
         request_latency=one("latency"), read_seconds_per_kib=one("per_kib"), bits_per_second=one("rate"),
         clock_stretch=one("stretch"))
-    return NotecardSim(SimConfig.from_options(opts), link)
+    return NotecardSim(SimConfig.from_options(opts), link, state_clock=state_clock)

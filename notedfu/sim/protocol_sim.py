@@ -42,7 +42,7 @@ def parse_sim_url(url: str) -> tuple[str, dict[str, list[str]]]:
 
 def check_sim_url(url: str) -> None:
     """``ValueError`` for a ``sim://`` URL no simulator would take (unknown device or option)."""
-    from notedfu.sim.notecard import CARD_OPTIONS
+    from notedfu.sim.card_config import CARD_OPTIONS
     from notedfu.sim.stm32 import STM32_OPTIONS
     from notedfu.specs import check_option_names
 
