@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import run_cli
+from conftest import ManualClock, run_cli
 from notedfu.errors import ExitCode
 from notedfu.update.job import JobStore
 from notedfu.update.signature import TRAILER_SIZE
@@ -162,10 +162,10 @@ FAILING_STAGES = [  # a transient cause in each stage that can have one
 @pytest.mark.parametrize("stage, card_opts, chip_faults, code", FAILING_STAGES)
 def test_a_transient_failure_keeps_both_images_tells_notehub_nothing_and_the_next_attempt_finishes(
         rig, tmp_path, stage, card_opts, chip_faults, code):
-    r = rig(chip_faults=chip_faults, **card_opts)
+    clock = ManualClock()  # the card's own timers: its DFU storage powers up only when the test says so
+    r = rig(chip_faults=chip_faults, card_clock=clock, **card_opts)
     config = tmp_path / "agent.toml"
     config.write_text(toml({"notecard": {"ready_timeout": 1.0}}))
-    started = time.monotonic()
     done = r.update("--config", str(config))
     assert done.returncode == ExitCode.TRY_LATER, done.stderr
     job = JobStore(r.state).current()
@@ -179,7 +179,7 @@ def test_a_transient_failure_keeps_both_images_tells_notehub_nothing_and_the_nex
     assert (r.state / "staging").exists()
     # The cause goes away (the card finishes powering its DFU storage; faults clear); the next attempt
     # goes on from the failed stage and finishes.
-    time.sleep(max(0.0, started + 3.0 - time.monotonic()))
+    clock.advance(3.0)
     r.card.config.faults.clear()
     r.chip.faults.clear()
     r.chip.write_protected.clear()

@@ -17,7 +17,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from notedfu.sim.faults import parse_faults
 from notedfu.sim.gpio import BOOT0, NRST, SimGpioChip
@@ -62,6 +62,7 @@ class RigSetup:
     chip_time_scale: float = 1.0  # scales the chip's erase and programming times
     chip_baud: int = 115200  # the bootloader link's modeled rate (AN3155's usual; tests may go faster)
     lines: bool = False  # BOOT0 and NRST wired (sim-gpio): the chip starts running its application
+    card_clock: Callable[[], float] | None = None  # the card's own timers (a test's clock; None: real time)
 
 
 class SimulatedRig:
@@ -70,7 +71,7 @@ class SimulatedRig:
     def __init__(self, workdir: Path, setup: RigSetup) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.card: NotecardSim = card_from_options({"mode": "periodic", **setup.card})
+        self.card: NotecardSim = card_from_options({"mode": "periodic", **setup.card}, state_clock=setup.card_clock)
         if setup.offered is not None:
             self.card.stage(setup.offered, setup.offered_name)
         self.mode_found = self.card.hub_mode
