@@ -11,7 +11,7 @@ delays"):
 
 * serial: requests in 250-byte segments with 250 ms between segments, none
   after the last (note-c ``_serialChunkedTransmit``);
-* I2C (:class:`notedfu.notecard.i2c_link.I2CPacing`, in its own module): ≤ 253-byte chunks (note-c ``NOTE_I2C_MAX_MAX``),
+* I2C (:class:`notedfu.notecard.i2c_link.I2CPacing`): ≤ 253-byte chunks (note-c ``NOTE_I2C_MAX_MAX``),
   6 ms before each chunk and 20 ms after it, 250 ms per 250-byte segment, and
   50 ms between "anything for me?" queries (note-c ``n_i2c.c``; note-python
   PR #79: faster polling put real cards into an error state).
