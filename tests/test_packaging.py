@@ -5,6 +5,7 @@ from __future__ import annotations
 import configparser
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -32,8 +33,13 @@ def installed(tmp_path_factory) -> Path:
     if tuple(int(x) for x in setuptools.__version__.split(".")[:2]) < (70, 1):
         pytest.skip(f"setuptools {setuptools.__version__} cannot build a wheel by itself (pip install '.[test]')")
     work = tmp_path_factory.mktemp("wheel")
+    # A private copy: setuptools builds in the source tree (build/, *.egg-info), and two suites running at
+    # once on one checkout would build over each other.
+    source = work / "src"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "__pycache__",
+                                                                ".pytest_cache", "dist"))
     built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-                            "-w", str(work / "dist"), str(REPO)], capture_output=True, text=True, timeout=300)
+                            "-w", str(work / "dist"), str(source)], capture_output=True, text=True, timeout=300)
     assert built.returncode == 0, built.stderr
     wheel = next((work / "dist").glob("notedfu-*.whl"))
     target = work / "site"
