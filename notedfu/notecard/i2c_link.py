@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 from notedfu.errors import LinkError
 from notedfu.notecard.transport import (INTRA_LINE_TIMEOUT, RESET_DRAIN, RESET_TRIES, SEGMENT_LENGTH, SEGMENT_PAUSE,
-                                        LineBuffer, LinkIncomplete)
+                                        LineBuffer)
 
 I2C_NACK_WAIT = 1.0  # note-c CARD_REQUEST_I2C_NACK_WAIT_MS: a card that NACKs is busy
 I2C_MAX_TRANSFER = 253  # 255 minus the 2-byte header (note-c NOTE_I2C_MAX_MAX, note-go CardI2CMax)
@@ -130,11 +130,8 @@ class I2CLink(LineBuffer):
                 self._pending += data
                 last_byte = time.monotonic()
             elif time.monotonic() - last_byte > INTRA_LINE_TIMEOUT:
-                raise LinkIncomplete(f"{self.name}: binary data stopped after {len(self._pending)} of "
-                                     f"{count} bytes")
-        data = bytes(self._pending[:count])
-        del self._pending[:count]
-        return data
+                raise self._stalled(count)
+        return self._take(count)
 
     def discard_input(self) -> int:
         """Read and drop whatever the card holds for us now."""

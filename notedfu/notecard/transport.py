@@ -79,6 +79,15 @@ class LineBuffer:
     def _read_some(self) -> bytes:  # pragma: no cover - each link provides it
         raise NotImplementedError
 
+    def _take(self, count: int) -> bytes:
+        """The first ``count`` bytes received (announced binary data), removed from the buffer."""
+        data = bytes(self._pending[:count])
+        del self._pending[:count]
+        return data
+
+    def _stalled(self, count: int) -> LinkIncomplete:
+        return LinkIncomplete(f"{self.name}: binary data stopped after {len(self._pending)} of {count} bytes")
+
     def _take_line(self) -> bytes | None:
         end = self._pending.find(b"\n")
         if end < 0:
@@ -186,11 +195,8 @@ class SerialLink(LineBuffer):
                     rate = (len(self._pending) - got_at_first) / (now - first_at)
                     time.sleep(min(0.5 * (count - len(self._pending)) / rate, STREAM_SLEEP_MAX))
             elif now - last_byte > INTRA_LINE_TIMEOUT:
-                raise LinkIncomplete(f"{self.name}: binary data stopped after {len(self._pending)} of "
-                                     f"{count} bytes")
-        data = bytes(self._pending[:count])
-        del self._pending[:count]
-        return data
+                raise self._stalled(count)
+        return self._take(count)
 
     def discard_input(self) -> int:
         """Drop leftovers and whatever has arrived unread."""
