@@ -12,11 +12,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from notedfu.config import ConfigError, parse_sections, read_toml
 from notedfu.sim.rig import BANNER, FIRMWARE_DIR, RigSetup, SimulatedRig
 
 REPO = Path(__file__).resolve().parent.parent
@@ -42,34 +42,52 @@ class RigDescription:
 
     @classmethod
     def load(cls, path: Path) -> "RigDescription":
-        """Read and check a rig file."""
+        """Read and check a rig file (notedfu's own TOML validator, against :class:`RigFile`)."""
         try:
-            data = tomllib.loads(path.read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise RigFileError(f"{path}: {exc}") from exc
-        known = {"notecard": {"port"}, "target": {"port", "boot0", "reset"},
-                 "console": {"port", "baud", "pattern", "timeout"}, "firmware": {"dir"}}
-        for section, values in data.items():
-            if section not in known or not isinstance(values, dict):
-                raise RigFileError(f"{path}: unknown section [{section}] (known: {', '.join(known)})")
-            for key in values:
-                if key not in known[section]:
-                    raise RigFileError(f"{path}: unknown key {section}.{key}")
-
-        def get(section: str, key: str, kind: type, default: Any = None) -> Any:
-            value = data.get(section, {}).get(key, default)
-            if value is not None and not isinstance(value, kind):
-                raise RigFileError(f"{path}: {section}.{key} must be a {kind.__name__}")
-            return value
-
-        notecard, target = get("notecard", "port", str), get("target", "port", str)
-        if not notecard or not target:
+            rig: RigFile = parse_sections(read_toml(path, "rig file"), RigFile, f"rig file {path}")
+        except ConfigError as exc:
+            raise RigFileError(exc.message) from exc
+        if not rig.notecard.port or not rig.target.port:
             raise RigFileError(f"{path}: notecard.port and target.port are required")
-        firmware = Path(get("firmware", "dir", str, str(FIRMWARE_DIR)))
-        return cls(notecard, target, get("target", "boot0", str), get("target", "reset", str),
-                   get("console", "port", str), get("console", "baud", int, 115200),
-                   get("console", "pattern", str, BANNER), float(get("console", "timeout", (int, float), 15.0)),
+        firmware = Path(rig.firmware.dir)
+        return cls(rig.notecard.port, rig.target.port, rig.target.boot0, rig.target.reset, rig.console.port,
+                   rig.console.baud, rig.console.pattern, rig.console.timeout,
                    firmware if firmware.is_absolute() else (path.parent / firmware).resolve())
+
+
+@dataclass
+class _PortSection:
+    port: str | None = None
+
+
+@dataclass
+class _TargetSection:
+    port: str | None = None
+    boot0: str | None = None
+    reset: str | None = None
+
+
+@dataclass
+class _ConsoleSection:
+    port: str | None = None
+    baud: int = 115200
+    pattern: str = BANNER
+    timeout: float = 15.0
+
+
+@dataclass
+class _FirmwareSection:
+    dir: str = str(FIRMWARE_DIR)
+
+
+@dataclass
+class RigFile:
+    """The rig file's schema: each key's default gives its type (see rig.example.toml)."""
+
+    notecard: _PortSection = field(default_factory=_PortSection)
+    target: _TargetSection = field(default_factory=_TargetSection)
+    console: _ConsoleSection = field(default_factory=_ConsoleSection)
+    firmware: _FirmwareSection = field(default_factory=_FirmwareSection)
 
 
 class HilRig:

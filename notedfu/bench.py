@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from notedfu.protocol.notecard import add_crc
+from notedfu.specs import parse_spec
 from notedfu.sim.card_config import SimConfig
 from notedfu.sim.notecard import NotecardSim
 from notedfu.sim.timing import LinkProfile, profile
@@ -154,7 +155,7 @@ def _child(who: str, spec: str, profile_name: str, image_path: str) -> dict[str,
         from notedfu.notecard.staging import Staging
 
         if spec.startswith("i2c:"):
-            pacing = urllib.parse.parse_qs(spec.partition("?")[2]).get("pacing", ["blues"])[-1]
+            pacing = parse_spec(spec).text_option("pacing", "blues")
             query = urllib.parse.urlencode({"image": image_path, "profile": profile_name, "pacing": pacing})
             spec = f"i2c:sim://notecard?{query}"
         card = open_notecard(spec)

@@ -77,11 +77,12 @@ def _one_run(client: str, variant: str, image_path: Path, image: bytes) -> dict[
                                    "--flash-file", str(flash_file), "--baud", str(BAUD)],
                                   stdout=subprocess.PIPE, text=True)
         try:
-            device = server.stdout.readline().strip()
+            spec = server.stdout.readline().strip()
+            device = spec.partition("?")[0]  # the peers get the pty's 8N1 their own way (-m 8n1, -P none)
             argv = {
-                "ours": [sys.executable, "-m", "notedfu", "flash", str(image_path), "--target", device, "--no-run",
+                "ours": [sys.executable, "-m", "notedfu", "flash", str(image_path), "--target", spec, "--no-run",
                          "--json"],
-                "stm32flash": ["stm32flash", "-b", "0", "-w", str(image_path), "-v", device],
+                "stm32flash": ["stm32flash", "-b", str(BAUD), "-m", "8n1", "-w", str(image_path), "-v", device],
                 "stm32loader": [sys.executable, "-c", _STM32LOADER, device, str(image_path)],
             }[client]
             started = time.monotonic()

@@ -105,7 +105,7 @@ def add_sim_parser(sim_sub: Any) -> None:
     """``notedfu sim stm32``."""
     stm32 = sim_sub.add_parser("stm32", help="an emulated STM32 ROM bootloader")
     stm32.add_argument("--pty", action="store_true", required=True,
-                       help="serve on a pseudo-terminal; its path is the first line printed")
+                       help="serve on a pseudo-terminal; the first line printed is the --target spec for it (its path, ?parity=none: a pty carries no parity bit)")
     stm32.add_argument("--chip", default="420", help="product ID in hex (default 420: STM32F100, as in QEMU's "
                                                      "stm32vldiscovery)")
     stm32.add_argument("--bootloader", choices=("v2", "v3", "v3crc"),
@@ -123,27 +123,25 @@ def add_sim_parser(sim_sub: Any) -> None:
     stm32.set_defaults(run=cmd_sim_stm32)
 
 
-def _session(args: argparse.Namespace):
+def _driver(args: argparse.Namespace, events: Any = None):
+    """The target's driver, from the one spec registry the agent uses too (not yet opened)."""
+    from notedfu.target.driver import TargetOptions
     from notedfu.target.lines import ENTER_BOOTLOADER, RUN_APPLICATION
-    from notedfu.target.session import TargetOptions, TargetSession
+    from notedfu.target.registry import target_driver
 
     options = TargetOptions(args.baud, args.boot0, args.reset, args.enter or ENTER_BOOTLOADER,
                             args.run_seq or RUN_APPLICATION)
-    return TargetSession(args.target, options)
+    return target_driver(args.target, options, events)
 
 
 def cmd_target_info(args: argparse.Namespace) -> int:
     """``notedfu target info``."""
-    from notedfu.target.backends import split_target
-
-    if split_target(args.target)[0] != "rom":
+    driver = _driver(args)
+    if not driver.reads_chip:
         raise UsageError("target info needs the ROM bootloader (a serial port or sim://stm32)", code="E_USAGE")
-    session = _session(args)
-    try:
-        session.connect()
-        facts = session.describe()
-    finally:
-        session.close()
+    with driver:
+        driver.connect()
+        facts = driver.describe()
     if args.json:
         print(json.dumps(facts, indent=1))
     else:
@@ -161,52 +159,41 @@ def cmd_flash(args: argparse.Namespace) -> int:
     """``notedfu flash``."""
     from notedfu.cli_common import events_for
     from notedfu.protocol.chips import FLASH_BASE
-    from notedfu.target.backends import LARGEST_FLASH, flash_with_tool
-    from notedfu.target.flasher import FlashOptions, check_image
+    from notedfu.target.flasher import FlashOptions
     from notedfu.target.image import load_image
-    from notedfu.target.backends import split_target
 
-    backend, where = split_target(args.target)
     _check_target_args(args)
     segments = load_image(args.image, args.address if args.address is not None else FLASH_BASE,
                           address_given=args.address is not None)
     segments = _without_signature(segments, args)
-    if backend != "rom":  # the same checks the ROM path makes against the chip, against any STM32
-        check_image(segments, FLASH_BASE, LARGEST_FLASH, FlashOptions(
-            preserve=args.preserve, allow_offset=args.allow_offset, check_vectors=not args.no_vector_check))
+    options = FlashOptions(verify=args.verify, retries=args.retries, preserve=args.preserve,
+                           allow_offset=args.allow_offset, check_vectors=not args.no_vector_check,
+                           run=not args.no_run, interruptible=True)
     events, close = events_for(args, source="LOCAL")
+    driver = _driver(args, events)
+    driver.check(segments, options)  # before anything is opened: the checks every driver shares
     started = time.monotonic()
     try:
         events.status("START")
-        if backend != "rom":
-            summary = flash_with_tool(backend, where, segments, verify=args.verify != "none", run=not args.no_run)
-        else:
-            session = _session(args)
-            session.events = events
+        with driver:
+            driver.connect()
+            if args.readout_unprotect or args.write_unprotect:
+                driver.unprotect(args.readout_unprotect, args.write_unprotect)
             try:
-                session.connect()
-                if args.readout_unprotect or args.write_unprotect:
-                    session.unprotect(args.readout_unprotect, args.write_unprotect)
-                try:
-                    report = session.flash(segments, FlashOptions(
-                        verify=args.verify, retries=args.retries, preserve=args.preserve,
-                        allow_offset=args.allow_offset, check_vectors=not args.no_vector_check,
-                        run=not args.no_run, interruptible=True))
-                except Interrupted as exc:
-                    raise Interrupted(f"{exc.message} in the middle of the flash: the chip's vector table is "
-                                      "erased, so it will not boot until it is flashed again — run the same "
-                                      "`notedfu flash` again (the bootloader still answers)") from exc
-                summary = {"chip": session.describe()["chip"], **vars(report)}
-            finally:
-                session.close()
+                report = driver.flash(segments, options)
+            except Interrupted as exc:
+                raise Interrupted(f"{exc.message} in the middle of the flash: the chip's vector table is "
+                                  "erased, so it will not boot until it is flashed again — run the same "
+                                  "`notedfu flash` again (the bootloader still answers)") from exc
+            summary = {**driver.describe(), **vars(report)}
     finally:
         close()
     summary["seconds"] = round(time.monotonic() - started, 3)
     summary["image_bytes"] = sum(len(s.data) for s in segments)
     if args.json:
         events.status("SUCCESS", result=summary)
-    elif backend != "rom":
-        print(f"flashed {args.image} with {backend} in {summary['seconds']:.1f} s")
+    elif not driver.reads_chip:
+        print(f"flashed {args.image} with {driver.name} in {summary['seconds']:.1f} s")
     else:
         print(f"flashed {summary['image_bytes']} bytes to {summary['chip']}: {summary['blocks_written']} blocks written"
               f" ({summary['blocks_skipped']} empty skipped), {summary['pages_erased']} pages erased, verified by "
@@ -249,7 +236,7 @@ def _without_signature(segments: list, args: argparse.Namespace) -> list:
 
 def cmd_sim_stm32(args: argparse.Namespace) -> int:
     """``notedfu sim stm32 --pty``: serve until killed."""
-    from notedfu.sim.pty import PtyServer
+    from notedfu.sim.pty import stm32_server
     from notedfu.sim.stm32 import stm32_from_options
 
     opts: dict[str, Any] = {"chip": args.chip, "baud": str(args.baud), "fault": args.fault,
@@ -262,13 +249,13 @@ def cmd_sim_stm32(args: argparse.Namespace) -> int:
         chip = stm32_from_options(opts)
     except (OSError, ValueError) as exc:
         raise UsageError(f"cannot start the emulated STM32: {exc}", code="E_SIM_CONFIG") from exc
-    server = PtyServer(chip)
+    server = stm32_server(chip)
     gpio = None
     if args.gpio:
         from notedfu.sim.gpio import SimGpioChip
 
         gpio = SimGpioChip(chip, args.gpio)
-    print(server.path, flush=True)
+    print(server.spec, flush=True)
     try:
         server.serve_forever(until_signal=True)
     finally:

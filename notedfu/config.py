@@ -114,26 +114,26 @@ _CHOICES = {("policy", "mode"): ("auto", "manual"), ("policy", "outboard_dfu"): 
             ("target", "verify"): ("auto", "crc", "read", "none")}
 
 
-def _check(section: str, key: str, value: Any, default: Any) -> Any:
+def _check(section: str, key: str, value: Any, default: Any, what: str = "config") -> Any:
     where = f"{section}.{key}"
     kind = type(default) if default is not None else None
     if isinstance(default, bool):
         if not isinstance(value, bool):
-            raise ConfigError(f"config key {where}: must be true or false, not {value!r}")
+            raise ConfigError(f"{what} key {where}: must be true or false, not {value!r}")
     elif isinstance(default, float):
         if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-            raise ConfigError(f"config key {where}: must be a positive number, not {value!r}")
+            raise ConfigError(f"{what} key {where}: must be a positive number, not {value!r}")
         value = float(value)
     elif isinstance(default, list):
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"config key {where}: must be a list of strings")
+            raise ConfigError(f"{what} key {where}: must be a list of strings")
     elif kind is int or key == "baud":
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise ConfigError(f"config key {where}: must be a positive integer, not {value!r}")
+            raise ConfigError(f"{what} key {where}: must be a positive integer, not {value!r}")
     elif not isinstance(value, str):
-        raise ConfigError(f"config key {where}: must be a string, not {value!r}")
+        raise ConfigError(f"{what} key {where}: must be a string, not {value!r}")
     if (section, key) in _CHOICES and value not in _CHOICES[(section, key)]:
-        raise ConfigError(f"config key {where}: must be one of {', '.join(_CHOICES[(section, key)])}, not {value!r}")
+        raise ConfigError(f"{what} key {where}: must be one of {', '.join(_CHOICES[(section, key)])}, not {value!r}")
     return value
 
 
@@ -157,21 +157,28 @@ def validate(config: Config) -> None:
             raise ConfigError(f"config key target.preserve: {exc}") from None
 
 
-def parse_config(data: dict[str, Any]) -> Config:
-    """Validate a parsed TOML document."""
-    config = Config()
+def parse_sections(data: dict[str, Any], schema: Any, what: str = "config") -> Any:
+    """A TOML document checked against ``schema`` (a dataclass of section dataclasses, each key's default
+    giving its type) — the one validator of every TOML file notedfu reads (this config, the HIL rig file)."""
+    parsed = schema()
+    names = [f.name for f in fields(schema)]
     for section, value in data.items():
-        if section not in {f.name for f in fields(Config)}:
-            raise ConfigError(f"config: unknown section [{section}] (known: "
-                              f"{', '.join(f.name for f in fields(Config))})")
+        if section not in names:
+            raise ConfigError(f"{what}: unknown section [{section}] (known: {', '.join(names)})")
         if not isinstance(value, dict):
-            raise ConfigError(f"config: [{section}] must be a table")
-        part = getattr(config, section)
+            raise ConfigError(f"{what}: [{section}] must be a table")
+        part = getattr(parsed, section)
         known = {f.name: f for f in fields(part)}
         for key, item in value.items():
             if key not in known:
-                raise ConfigError(f"config key {section}.{key}: unknown (known: {', '.join(known)})")
-            setattr(part, key, _check(section, key, item, getattr(part, key)))
+                raise ConfigError(f"{what} key {section}.{key}: unknown (known: {', '.join(known)})")
+            setattr(part, key, _check(section, key, item, getattr(part, key), what))
+    return parsed
+
+
+def parse_config(data: dict[str, Any]) -> Config:
+    """Validate a parsed TOML document."""
+    config: Config = parse_sections(data, Config)
     for region in config.target.preserve:
         try:
             parse_region(region)
@@ -184,20 +191,24 @@ def parse_config(data: dict[str, Any]) -> Config:
     return config
 
 
+def read_toml(path: str | Path, what: str = "config") -> dict[str, Any]:
+    """A TOML file's document; ``ConfigError`` saying why it cannot be read."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{what} {path}: not UTF-8 text (byte {exc.start}); TOML files are UTF-8") from exc
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{what} {path}: not valid TOML ({exc})") from exc
+
+
 def load_config(path: str | Path | None) -> Config:
     """Load ``path``; no path and no default file → defaults."""
     if path is None:
         if not DEFAULT_PATH.exists():
             return Config()
         path = DEFAULT_PATH
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"config {path}: not UTF-8 text (byte {exc.start}); TOML files are UTF-8") from exc
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config {path}: not valid TOML ({exc})") from exc
-    return parse_config(data)
+    return parse_config(read_toml(path))

@@ -40,9 +40,10 @@ def serial_for_url(url: str, **kwargs: Any) -> serial.SerialBase:
 def console_url(spec: str) -> tuple[str, dict[str, list[str]]]:
     """A confirm console spec as a URL and its options: ``qemu:FLASH_FILE`` is ``qemu://FLASH_FILE`` (the
     board QEMU boots, served by ``notedfu.sim.protocol_qemu``); anything else is a serial spec."""
-    from notedfu.specs import split_options
+    from notedfu.specs import parse_spec, split_options
 
-    if spec.startswith("qemu:") and not spec.startswith("qemu://"):
+    parsed = parse_spec(spec)
+    if parsed.prefix == "qemu":
         return "qemu://" + spec[len("qemu:"):], {}
     return split_options(spec)
 

@@ -13,17 +13,16 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import urllib.parse
 from pathlib import Path
 
 from notedfu.config import Config, ConfigError
 from notedfu.errors import NotedfuError
 from notedfu.ports import is_pty
-from notedfu.specs import check_option_names, split_options
+from notedfu.specs import check_option_names, parse_spec
 
 NOTECARD_SERIAL_OPTIONS = {"baud"}
 NOTECARD_I2C_OPTIONS = {"address", "pacing"}
-TARGET_OPTIONS = {"baud"}
+TARGET_OPTIONS = {"baud", "parity"}
 CONSOLE_OPTIONS = {"baud"}
 
 
@@ -53,11 +52,12 @@ class Problems:
 # ------------------------------------------------------------------ single checks
 def device_or_url(spec: str, known: set[str], what: str) -> str:
     """The device of ``spec``, its ``?key=`` options checked; a URL's own query is the URL's business."""
-    device, options = split_options(spec)
-    check_option_names(options, known, what)
-    if "://" in device:
-        scheme = urllib.parse.urlsplit(device).scheme.lower()
-        if scheme == "sim":
+    parsed = parse_spec(spec)
+    device = parsed.device
+    if not parsed.scheme:
+        check_option_names(parsed.options, known, what)
+    else:
+        if parsed.scheme == "sim":
             from notedfu.sim.protocol_sim import check_sim_url
 
             check_sim_url(device)
@@ -116,14 +116,18 @@ def sequence(text: str | None) -> None:
 
 def target_spec(spec: str) -> str:
     """A ``--target`` spec; returns the device (or URL) a ROM target is on, ``""`` for a backend."""
-    from notedfu.target.backends import split_target
+    from notedfu.target.registry import split_target
 
     backend, rest = split_target(spec)
-    if backend != "rom":
-        if backend in ("stm32flash",):
-            device_or_url(rest, TARGET_OPTIONS, "stm32flash")
+    if backend not in ("rom", "stm32flash"):
         return ""
-    return device_or_url(spec, TARGET_OPTIONS, "target")
+    line = rest if backend == "stm32flash" else spec
+    device = device_or_url(line, TARGET_OPTIONS, backend if backend != "rom" else "target")
+    parsed = parse_spec(line)
+    if not parsed.scheme:
+        parsed.int_option("baud")
+        parsed.choice("parity", ("even", "none"), "even")
+    return device if backend == "rom" else ""
 
 
 def pattern(text: str) -> None:
@@ -208,7 +212,7 @@ def check_backend_options(problems: Problems, spec: str | None, given: dict[str,
     """Options an external tool backend cannot honour are refused, never ignored (``given``: option → value;
     ``names``: how the user spelled each option, when not as on the command line)."""
     from notedfu.target.backends import refusals
-    from notedfu.target.backends import split_target
+    from notedfu.target.registry import split_target
 
     backend = split_target(spec or "")[0]
     if backend != "rom":

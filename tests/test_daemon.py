@@ -42,7 +42,7 @@ class Daemon:
         self.log = open(r.tmp / "daemon.log", "a")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "notedfu", "run", "--config", str(cfg), "--notecard", r.servers[0].path,
-             "--target", r.servers[1].path, "--state-dir", str(r.state), "--socket", str(self.socket), *extra],
+             "--target", r.target_port, "--state-dir", str(r.state), "--socket", str(self.socket), *extra],
             stdout=self.log, stderr=subprocess.STDOUT,
             env={**os.environ, "NOTIFY_SOCKET": str(notify_path), "WATCHDOG_USEC": "1000000"})
         self.client = ControlClient(self.socket)
@@ -289,7 +289,7 @@ def test_sigterm_during_the_flash_finishes_the_flash_first(daemon, rig):
 def test_a_second_daemon_on_the_same_state_is_refused(daemon, rig):
     d = daemon()
     second = subprocess.run([sys.executable, "-m", "notedfu", "run", "--notecard", d.rig.servers[0].path,
-                             "--target", d.rig.servers[1].path, "--state-dir", str(d.rig.state),
+                             "--target", d.rig.target_port, "--state-dir", str(d.rig.state),
                              "--socket", str(d.rig.tmp / "other.sock")],
                             capture_output=True, text=True, timeout=30)
     assert second.returncode == ExitCode.LINK and "E_BUSY" in second.stderr

@@ -13,7 +13,7 @@ import pytest
 from notedfu.target.flasher import FlashOptions
 from notedfu.target.image import load_image
 from notedfu.sim.qemu import boot, qemu_available
-from notedfu.target.session import TargetSession
+from notedfu.target.rom import RomBootloaderDriver
 
 FIRMWARE = Path(__file__).resolve().parent.parent / "firmware"
 VERSIONS = ("1.0.0", "1.1.0")
@@ -59,12 +59,9 @@ def test_the_broken_image_boots_but_carries_no_banner():
 def test_flashed_update_boots_in_qemu(tmp_path):
     flash_file = tmp_path / "flash.bin"
     for version in VERSIONS:  # 1.0.0 first, then the update to 1.1.0 over it
-        target = TargetSession(f"sim://stm32?flash_file={flash_file}&bootloader=v3crc&time_scale=0.05")
-        try:
+        with RomBootloaderDriver(f"sim://stm32?flash_file={flash_file}&bootloader=v3crc&time_scale=0.05") as target:
             target.connect()
             target.flash(load_image(FIRMWARE / "prebuilt" / f"demo-{version}.bin", 0x08000000), FlashOptions())
-        finally:
-            target.close()
         result = boot(flash_file, rf"notedfu-demo {version} booted on qemu-vldiscovery", timeout=20)
         assert result.matched, result.output
     assert not boot(flash_file, r"notedfu-demo 1\.0\.0", timeout=2).matched

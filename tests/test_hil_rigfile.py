@@ -4,6 +4,7 @@ scenarios cannot look inside them and take the same path real hardware does."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import tempfile
@@ -58,3 +59,19 @@ def test_a_rig_file_with_a_wrong_key_is_refused_naming_it(tmp_path):
     done = subprocess.run([sys.executable, "-m", "pytest", "hil", "--rig", str(rig), "-n", "0", "-q"],
                           capture_output=True, text=True, cwd=REPO, timeout=120)
     assert done.returncode != 0 and "target.bot0" in done.stdout + done.stderr
+
+
+def test_the_rig_file_is_checked_by_notedfus_own_config_validator(tmp_path):
+    from hil.hilrig import RigDescription, RigFileError
+
+    example = RigDescription.load(REPO / "hil" / "rig.example.toml")
+    assert (example.target, example.reset, example.confirm_timeout) == ("/dev/ttyAMA0", "!gpiochip0:27", 15.0)
+    rig = tmp_path / "rig.toml"
+    for body, said in (('[console]\ntimeout = "soon"\n', "console.timeout: must be a positive number"),
+                       ('[console]\nbaud = -1\n', "console.baud: must be a positive integer"),
+                       ('[wiring]\nx = 1\n', "unknown section [wiring]"),
+                       ('', "notecard.port and target.port are required")):
+        ports = '[notecard]\nport = "/dev/null"\n[target]\nport = "/dev/null"\n' if body else ""
+        rig.write_text(ports + body)
+        with pytest.raises(RigFileError, match=re.escape(said)):
+            RigDescription.load(rig)

@@ -18,7 +18,8 @@ from notedfu.protocol.chips import CHIPS, FAMILIES, chip_for
 from notedfu.target.an3155 import Bootloader
 from notedfu.target.flasher import FlashOptions, plan_flash
 from notedfu.target.image import ImageFileError, Segment, load_image
-from notedfu.target.session import TargetOptions, TargetSession
+from notedfu.target.driver import TargetOptions
+from notedfu.target.rom import RomBootloaderDriver
 
 BASE = 0x08000000
 _names = itertools.count()
@@ -47,8 +48,9 @@ def chip_url():
         registry.forget("stm32", name)
 
 
-def session(url: str, **options) -> TargetSession:
-    target = TargetSession(url, TargetOptions(**options))
+def session(url: str, **options) -> RomBootloaderDriver:
+    target = RomBootloaderDriver(url, TargetOptions(**options))
+    target.open()
     target.bootloader.timeouts.ack = 0.3
     target.connect()
     target.bootloader.timeouts.ack = 0.3

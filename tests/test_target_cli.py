@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from notedfu.errors import ExitCode
-from notedfu.sim.pty import PtyServer
+from notedfu.sim.pty import stm32_server
 from notedfu.sim.stm32 import Stm32Sim
-from notedfu.target.backends import flash_command, run_tool
+from notedfu.target.backends import flash_command, run_tool, start_command
 from notedfu.errors import TargetError
 from tests.conftest import run_cli
 from tests.test_target import BASE, app_image
@@ -31,9 +31,9 @@ def emulator(tmp_path):
     def make(**options) -> tuple[Stm32Sim, str, Path]:
         flash_file = tmp_path / f"flash{len(made)}.bin"
         chip = Stm32Sim(0x420, options.pop("variant", "v3crc"), flash_file=flash_file, time_scale=0.05, **options)
-        server = PtyServer(chip).start()
+        server = stm32_server(chip).start()
         made.append((server, chip))
-        return chip, server.path, flash_file
+        return chip, server.spec, flash_file
 
     yield make
     for server, chip in made:
@@ -113,11 +113,11 @@ def test_bad_images_are_refused_before_the_chip_is_touched(emulator, tmp_path):
 
 
 def test_target_that_does_not_answer(tmp_path):
-    server = PtyServer(Stm32Sim(0x420, time_scale=0.05))
+    server = stm32_server(Stm32Sim(0x420, time_scale=0.05))
     server.device.running_app = True  # the application runs and ignores the bootloader protocol
     server.start()
     try:
-        done = run_cli("target", "info", "--target", server.path)
+        done = run_cli("target", "info", "--target", server.spec)
         assert done.returncode == ExitCode.TARGET and "E_TARGET_NO_SYNC" in done.stderr
         assert done.stderr.count("\n") == 1
     finally:
@@ -131,9 +131,10 @@ def test_stm32flash_writes_and_verifies_through_the_emulator(emulator, tmp_path,
     chip, device, flash_file = emulator(variant=variant)
     image = tmp_path / "app.bin"
     image.write_bytes(app_image(20 * 1024 + 36))
-    # -b 0: keep the port settings; Linux ptys refuse the parity stm32flash asks for.
-    done = subprocess.run(["stm32flash", "-b", "0", "-w", str(image), "-v", device], capture_output=True,
-                          text=True, timeout=120)
+    # -m 8n1: the pty's ?parity=none (a pty carries no parity bit; the emulator models 8E1 itself).
+    assert device.endswith("?parity=none")
+    done = subprocess.run(["stm32flash", "-m", "8n1", "-w", str(image), "-v", device.partition("?")[0]],
+                          capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Wrote and verified address" in done.stdout
     assert flash_file.read_bytes().startswith(image.read_bytes())
@@ -145,7 +146,7 @@ def test_stm32flash_backend(emulator, tmp_path):
     chip, device, flash_file = emulator()
     image = tmp_path / "app.bin"
     image.write_bytes(app_image(4096))
-    done = run_cli("flash", str(image), "--target", f"stm32flash:{device}?baud=0")
+    done = run_cli("flash", str(image), "--target", f"stm32flash:{device}")
     assert done.returncode == 0, done.stderr
     assert flash_file.read_bytes().startswith(image.read_bytes())
     assert chip.running_app  # -g: stm32flash started the application
@@ -158,7 +159,7 @@ def test_a_backend_gets_the_same_checks_and_honours_or_refuses_every_option(emul
     from notedfu.update.signature import sign
 
     chip, device, flash_file = emulator()
-    target = f"stm32flash:{device}?baud=0"
+    target = f"stm32flash:{device}"  # the pty's ?parity=none: stm32flash -m 8n1
     before = flash_file.read_bytes()
     bad = tmp_path / "not-bootable.bin"
     bad.write_bytes(b"\x00" * 4096)  # no stack pointer in RAM: the ROM path refuses it, so must a backend
@@ -200,6 +201,14 @@ def test_backend_argument_lists(tmp_path):
     assert "-g" not in flash_command("stm32flash", "/dev/ttyAMA0", image, run=False).argv
     assert "0x08000000" in flash_command("dfu-util", "0483:df11", image, run=False).argv
     assert "--reset" not in flash_command("st-flash", "", image, run=False).argv
+    # Started on its own (the agent's boot stage): nothing written, only the tool's reset/Go/leave.
+    assert start_command("stm32flash", "/dev/ttyAMA0?baud=57600").argv == [
+        "stm32flash", "-b", "57600", "-g", "0x08000000", "/dev/ttyAMA0"]
+    assert start_command("openocd", "target/stm32f1x.cfg").argv == [
+        "openocd", "-f", "target/stm32f1x.cfg", "-c", "init", "-c", "reset run", "-c", "shutdown"]
+    assert start_command("dfu-util", "0483:df11").argv == ["dfu-util", "-d", "0483:df11", "-a", "0", "-s",
+                                                          "0x08000000:leave"]
+    assert start_command("st-flash", "").argv == ["st-flash", "reset"]
 
 
 def test_backend_failures_are_clear_errors(tmp_path):

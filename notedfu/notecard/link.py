@@ -18,7 +18,6 @@ second process on the same card gets ``E_BUSY`` naming the first.
 from __future__ import annotations
 
 import os
-import urllib.parse
 from dataclasses import dataclass
 
 import serial
@@ -29,7 +28,7 @@ from notedfu.notecard.i2c_link import PACING, I2CLink
 from notedfu.notecard.transport import SerialLink
 from notedfu.portlock import PortLock
 from notedfu.ports import open_i2c_bus, serial_for_url
-from notedfu.specs import int_option, split_options
+from notedfu import specs
 
 ENV_SPEC = "NOTEDFU_NOTECARD"
 DEFAULT_BAUD = 9600  # the Notecard's UART; USB CDC ignores it, AUX uses 115200
@@ -61,18 +60,16 @@ def parse_spec(spec: str | None, baud: int | None = None) -> LinkSpec:
     spec = spec or os.environ.get(ENV_SPEC)
     if not spec:
         raise UsageError(f"no Notecard given: use --notecard SPEC or set {ENV_SPEC}", code="E_NO_NOTECARD")
-    if spec.startswith("i2c:"):
-        target, options = split_options(spec[4:])
-        if not target:
+    parsed = specs.parse_spec(spec)
+    if parsed.prefix == "i2c":
+        if not parsed.device:
             raise UsageError(f"no I2C bus in {spec!r} (e.g. i2c:/dev/i2c-1)", code="E_BAD_SPEC")
-        if "://" in target:  # a URL keeps its query: read the link's own options from it
-            options = urllib.parse.parse_qs(urllib.parse.urlsplit(target).query)
-        pacing = options.get("pacing", ["blues"])[-1]
-        if pacing not in PACING:
-            raise UsageError(f"bad pacing {pacing!r} in {spec!r} (one of {', '.join(PACING)})", code="E_BAD_SPEC")
-        return LinkSpec("i2c", target, address=int_option(options, "address", spec) or 0x17, pacing=pacing)
-    target, options = split_options(spec)
-    return LinkSpec("serial", target, baud=baud or int_option(options, "baud", spec) or DEFAULT_BAUD)
+        # A URL keeps its query, and the link reads its own options (address, pacing) from it too.
+        return LinkSpec("i2c", parsed.device, address=parsed.int_option("address", 0x17) or 0x17,
+                        pacing=parsed.choice("pacing", tuple(PACING), "blues"))
+    if parsed.scheme:
+        return LinkSpec("serial", spec, baud=baud or DEFAULT_BAUD)
+    return LinkSpec("serial", parsed.device, baud=baud or parsed.int_option("baud") or DEFAULT_BAUD)
 
 
 def open_notecard(spec: str | LinkSpec | None, *, baud: int | None = None, timeout: float = 30.0) -> CardClient:

@@ -27,6 +27,10 @@ class Family:
     quirks: tuple[str, ...] = ()
     size_read_block: int = 2  # bytes to read for the flash size register (aligned blocks where required)
 
+    def erase_seconds(self, page_size: int) -> float:
+        """Typical time to erase one page of ``page_size`` bytes (sectors are charged per 16 KiB)."""
+        return self.page_erase_seconds * max(1, page_size // (16 * KIB))
+
 
 FAMILIES = {
     "F0": Family("F0", 0x1FFFF7CC, 0.020, 0.0068),

@@ -21,12 +21,12 @@ its imports to the standard library, pyserial and notedfu.
 from __future__ import annotations
 
 import time
-import urllib.parse
 
 import serial
 from serial.serialutil import PortNotOpenError, SerialBase, SerialException
 
 from notedfu.sim import registry
+from notedfu.specs import parse_spec
 from notedfu.sim.cardport import CardPort
 from notedfu.sim.notecard import card_from_options
 from notedfu.sim.stm32 import stm32_from_options
@@ -34,10 +34,10 @@ from notedfu.sim.stm32 import stm32_from_options
 
 def parse_sim_url(url: str) -> tuple[str, dict[str, list[str]]]:
     """Split ``sim://DEVICE?query`` into (device, options)."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme.lower() != "sim":
+    spec = parse_spec(url)
+    if spec.scheme != "sim":
         raise SerialException(f"expected a sim:// URL, got {url!r}")
-    return parts.netloc.lower(), urllib.parse.parse_qs(parts.query, keep_blank_values=True)
+    return spec.host, spec.options
 
 
 def check_sim_url(url: str) -> None:

@@ -52,8 +52,9 @@ class PtyServer:
     """
 
     def __init__(self, device: ByteDevice, *, lossy: bool = False,
-                 on_loss: Callable[[int], None] | None = None) -> None:
+                 on_loss: Callable[[int], None] | None = None, line_options: str = "") -> None:
         self.device = device
+        self.line_options = line_options
         self.lossy = lossy
         self.on_loss = on_loss
         self.lost = 0
@@ -64,6 +65,11 @@ class PtyServer:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._unsent = b""
+
+    @property
+    def spec(self) -> str:
+        """What a client opens: the pty's path, with the options the line needs (``?parity=none``)."""
+        return f"{self.path}?{self.line_options}" if self.line_options else self.path
 
     def start(self) -> "PtyServer":
         """Serve in a background thread."""
@@ -139,6 +145,13 @@ class PtyServer:
             self.lost += lost
             if self.on_loss:
                 self.on_loss(lost)
+
+
+def stm32_server(chip: ByteDevice) -> PtyServer:
+    """The emulated STM32 on a pty. A pty carries no parity bit (Linux clears ``PARENB`` on a pty, and
+    recent kernels refuse it with ``EINVAL`` once nothing else changes), so the emulator models the 8E1
+    line itself and the server tells clients to send 8N1: its :attr:`~PtyServer.spec` ends ``?parity=none``."""
+    return PtyServer(chip, line_options="parity=none")
 
 
 def card_server(card: "NotecardSim") -> PtyServer:

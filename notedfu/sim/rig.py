@@ -22,7 +22,7 @@ from typing import Any, Callable
 from notedfu.sim.faults import parse_faults
 from notedfu.sim.gpio import BOOT0, NRST, SimGpioChip
 from notedfu.sim.notecard import NotecardSim, card_from_options
-from notedfu.sim.pty import PtyServer, card_server
+from notedfu.sim.pty import PtyServer, card_server, stm32_server
 from notedfu.sim.stm32 import STM32_FAULTS, Stm32Sim
 from notedfu.sim.qemu import qemu_available
 
@@ -84,7 +84,7 @@ class SimulatedRig:
         self.gpio: SimGpioChip | None = None
         try:
             self.servers.append(card_server(self.card).start())
-            self.servers.append(PtyServer(self.chip).start())
+            self.servers.append(stm32_server(self.chip).start())
             if setup.lines:
                 # A short path: Unix socket paths are limited to 108 bytes, pytest's tmp_path is not.
                 self._gpio_dir = tempfile.mkdtemp(prefix="notedfu-rig-")
@@ -111,7 +111,7 @@ class SimulatedRig:
     @property
     def target_port(self) -> str:
         """The emulated STM32 bootloader's pty."""
-        return self.servers[1].path
+        return self.servers[1].spec
 
     @property
     def console(self) -> str | None:

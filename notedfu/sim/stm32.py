@@ -308,7 +308,7 @@ class Stm32Sim(ProtectionCommands, PacedOutputMixin):
         seconds = 0.0
         for page in pages:
             address, size = self.pages[page]
-            seconds += self.chip.family.page_erase_seconds * max(1, size // (16 * 1024))  # sectors: per 16 KiB
+            seconds += self.chip.family.erase_seconds(size)
             if page in self.write_protected:
                 continue
             offset = address - self.chip.flash_base

@@ -39,7 +39,7 @@ class Timeouts:
 
     ack: float = 1.0
     write: float = 1.0
-    page_erase: float = 1.0  # per page; F4 128 KiB sectors need 2 s+
+    erase_margin: float = 4.0  # × the typical erase time the caller gives; never less than 1 s per page
     mass_erase: float = 35.0
     sync: float = 0.5
 
@@ -223,12 +223,13 @@ class Bootloader:
         self._write(data_frame(data))
         self._ack("write data", self.timeouts.write)
 
-    def erase(self, pages: list[int], extended: bool) -> None:
-        """Erase pages with Extended Erase (0x44) or legacy Erase (0x43)."""
+    def erase(self, pages: list[int], extended: bool, typical_seconds: float = 0.0) -> None:
+        """Erase pages with Extended Erase (0x44) or legacy Erase (0x43); ``typical_seconds`` is how long the
+        chip usually takes for them all (the caller knows its pages; the answer may take a few times that)."""
         name = "extended_erase" if extended else "erase"
         self._command(Cmd.EXTENDED_ERASE if extended else Cmd.ERASE, name)
         self._write(extended_erase_frame(pages) if extended else erase_frame(pages))
-        self._ack(name, self.timeouts.ack + self.timeouts.page_erase * len(pages))
+        self._ack(name, self.timeouts.ack + max(float(len(pages)), self.timeouts.erase_margin * typical_seconds))
 
     def mass_erase(self, extended: bool) -> None:
         """Erase all of flash."""

@@ -1,7 +1,8 @@
 """External flashing tools, for what the ROM bootloader cannot do.
 
 Recovery of a protected or bricked part, SWD, USB DFU: openocd, stm32flash,
-dfu-util and st-flash. Each backend turns a request into an argument list
+dfu-util and st-flash, each behind :class:`ToolDriver` (the same driver
+interface as the ROM bootloader's). Each turns a request into an argument list
 (never a shell string), runs it with its output captured, and maps a failure
 to an error naming the tool, its exit status and the last lines it printed.
 
@@ -18,32 +19,22 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
-import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from notedfu.errors import UsageError
-from notedfu.errors import TargetError
+from notedfu.errors import TargetError, UsageError
 from notedfu.protocol.chips import FLASH_BASE
+from notedfu.specs import parse_spec
+from notedfu.target.driver import TargetDriver
+from notedfu.target.flasher import FlashOptions, FlashReport
 from notedfu.target.image import Segment
 
 BACKENDS = ("openocd", "stm32flash", "dfu-util", "st-flash")
 PACKAGES = {"openocd": "openocd", "stm32flash": "stm32flash", "dfu-util": "dfu-util", "st-flash": "stlink-tools"}
 """The Debian package that provides each tool (st-flash comes with stlink-tools)."""
 
-LARGEST_FLASH = 2 * 1024 * 1024
-"""No STM32 has more flash than this: the bound for an image whose chip only the tool will learn."""
-
 _NO_VERIFY = ("dfu-util",)  # dfu-util writes and leaves; it has no read-back of its own
-
-
-def split_target(spec: str) -> tuple[str, str]:
-    """(backend or "rom", rest): ``stm32flash:/dev/ttyUSB0`` → ("stm32flash", "/dev/ttyUSB0")."""
-    for name in BACKENDS:
-        if spec.startswith(name + ":"):
-            return name, spec[len(name) + 1:]
-    return "rom", spec
 
 
 def refusals(backend: str, given: dict[str, Any]) -> list[tuple[str, str]]:
@@ -69,16 +60,47 @@ def refusals(backend: str, given: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
-def flash_with_tool(backend: str, where: str, segments: list[Segment], *, verify: bool = True,
-                    run: bool = True) -> dict[str, Any]:
-    """Flash one contiguous, already checked image with an external tool; what it said, for the record."""
-    if len(segments) != 1:
-        raise UsageError(f"{backend} needs one contiguous image; this one has {len(segments)} parts", code="E_USAGE")
-    with tempfile.NamedTemporaryFile(suffix=".bin") as raw:
-        raw.write(segments[0].data)
-        raw.flush()
-        output = run_tool(flash_command(backend, where, Path(raw.name), segments[0].address, verify, run))
-    return {"backend": backend, "tool_output": output[-2000:]}
+class ToolDriver(TargetDriver):
+    """A target an external tool flashes; it cannot read the chip for us, so nothing is compared."""
+
+    reads_chip = False
+
+    def __init__(self, backend: str, where: str) -> None:
+        self.name = backend
+        self.where = where
+        self.started_by_flash = False
+
+    def open(self) -> None:
+        """The tool must be installed (checked here, before any image is written anywhere)."""
+        if shutil.which(self.name) is None:
+            raise TargetError(f"{self.name} is not installed (Debian: apt-get install {PACKAGES[self.name]})",
+                              code="E_TOOL_MISSING")
+
+    def close(self) -> None:
+        """Nothing is held between the tool's runs."""
+
+    def flash(self, segments: list[Segment], options: FlashOptions) -> FlashReport:
+        """One contiguous, checked image through the tool, which verifies it (unless told not to)."""
+        self.check(segments, options)
+        if len(segments) != 1:
+            raise UsageError(f"{self.name} needs one contiguous image; this one has {len(segments)} parts",
+                             code="E_USAGE")
+        verify = options.verify != "none"
+        with tempfile.NamedTemporaryFile(suffix=".bin") as raw:
+            raw.write(segments[0].data)
+            raw.flush()
+            output = run_tool(flash_command(self.name, self.where, Path(raw.name), segments[0].address, verify,
+                                            options.run))
+        size = len(segments[0].data)
+        return FlashReport(bytes_written=size, verify_method=f"{self.name}" if verify else "none",
+                           started=options.run, tool_output=output[-2000:])
+
+    def start(self) -> None:
+        """The tool's own way of starting the application (a reset, or stm32flash's Go)."""
+        run_tool(start_command(self.name, self.where))
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.name, "where": self.where}
 
 
 @dataclass(frozen=True)
@@ -104,11 +126,10 @@ def flash_command(backend: str, where: str, image: Path, address: int = FLASH_BA
             + " exit"
         return ToolRun(argv + ["-c", program])
     if backend == "stm32flash":
-        device, _, query = where.partition("?")
-        baud = urllib.parse.parse_qs(query).get("baud", ["115200"])[-1]
+        device, line = _stm32flash_line(where)
         if not device:
             raise UsageError("stm32flash: needs a device, e.g. stm32flash:/dev/ttyAMA0", code="E_BAD_SPEC")
-        argv = ["stm32flash", "-b", baud, "-w", str(image), "-S", f"0x{address:08x}"]
+        argv = ["stm32flash", *line, "-w", str(image), "-S", f"0x{address:08x}"]
         argv += ["-g", f"0x{address:08x}"] if run else []
         return ToolRun(argv + (["-v"] if verify else []) + [device])
     if backend == "dfu-util":
@@ -120,6 +141,34 @@ def flash_command(backend: str, where: str, image: Path, address: int = FLASH_BA
         argv = ["st-flash"] + (["--serial", where] if where else []) + (["--reset"] if run else [])
         return ToolRun(argv + ["write", str(image), f"0x{address:08x}"])
     raise UsageError(f"unknown backend {backend!r}", code="E_BAD_SPEC")
+
+
+def start_command(backend: str, where: str, address: int = FLASH_BASE) -> ToolRun:
+    """The argument list that starts the application without writing anything.
+
+    stm32flash's ``-g`` alone (its manual: "Start execution at specified address"), openocd's ``reset run``,
+    ``st-flash reset``, and for dfu-util a DfuSe leave request with no file ("DfuSe command mode" in its
+    dfuse.c: ``-s ADDRESS:leave`` without ``-D`` sends only the zero-length download that leaves)."""
+    if backend == "openocd":
+        argv = ["openocd"]
+        for config in (c for c in where.split(",") if c):
+            argv += ["-f", config]
+        return ToolRun(argv + ["-c", "init", "-c", "reset run", "-c", "shutdown"])
+    if backend == "stm32flash":
+        device, line = _stm32flash_line(where)
+        return ToolRun(["stm32flash", *line, "-g", f"0x{address:08x}", device])
+    if backend == "dfu-util":
+        return ToolRun(["dfu-util", "-d", where, "-a", "0", "-s", f"0x{address:08x}:leave"])
+    if backend == "st-flash":
+        return ToolRun(["st-flash"] + (["--serial", where] if where else []) + ["reset"])
+    raise UsageError(f"unknown backend {backend!r}", code="E_BAD_SPEC")
+
+
+def _stm32flash_line(where: str) -> tuple[str, list[str]]:
+    """(device, line options): ``-b BAUD``, and ``-m 8n1`` for ``?parity=none`` (stm32flash's default: 8e1)."""
+    line = parse_spec(where)
+    parity = line.choice("parity", ("even", "none"), "even")
+    return line.device, ["-b", str(line.int_option("baud", 115200))] + (["-m", "8n1"] if parity == "none" else [])
 
 
 def run_tool(run: ToolRun) -> str:

@@ -34,7 +34,7 @@ from notedfu.events import Events
 from notedfu.errors import RESYNCABLE, TargetError, TargetProtocolError, UsageError
 from notedfu.protocol.an3155 import MAX_BLOCK, BootloaderInfo, Cmd, stm32_crc
 from notedfu.target.an3155 import Bootloader
-from notedfu.protocol.chips import Chip
+from notedfu.protocol.chips import Chip, Family
 from notedfu.target.image import Segment
 
 ERASE_BATCH = 32  # pages per erase command (some bootloaders cap the count; see the STM32 notes)
@@ -75,6 +75,7 @@ class FlashPlan:
     image_bytes: int
     first: PagePlan | None = None  # the page holding the flash base, written last
     vector_bytes: int = 8  # the head of the first page written after everything else (SP + reset vector)
+    family: Family | None = None  # the chip's family: how long its pages take to erase
 
     @property
     def write_bytes(self) -> int:
@@ -121,7 +122,8 @@ def plan_flash(segments: list[Segment], chip: Chip, flash_size: int, options: Fl
         last += -last % 4
         pages.append(PagePlan(index, address, size, bytes(content), first - first % 4, min(last, size)))
     first_page = next((p for p in pages if p.address == base), None)
-    return FlashPlan(pages, sum(len(s.data) for s in segments), first_page, max(8, chip.family.write_granule))
+    return FlashPlan(pages, sum(len(s.data) for s in segments), first_page, max(8, chip.family.write_granule),
+                     chip.family)
 
 
 def check_image(segments: list[Segment], base: int, flash_size: int, options: FlashOptions) -> None:
@@ -174,6 +176,7 @@ class FlashReport:
     pages_unchanged: int = 0  # covered pages the chip already held (compared before erasing)
     unchanged: bool = False  # the chip held the whole image: nothing was erased or written
     started: bool = False
+    tool_output: str = ""  # what an external tool printed (its last 2000 characters)
 
 
 class Flasher:
@@ -350,7 +353,9 @@ class Flasher:
         return bytes(got) == page.content[start:stop]
 
     def _erase(self, pages: list[PagePlan]) -> None:
-        self.bl.erase([p.index for p in pages], self.extended)
+        family = self.plan.family
+        self.bl.erase([p.index for p in pages], self.extended,
+                      sum(family.erase_seconds(p.size) for p in pages) if family else 0.0)
         self.report.pages_erased += len(pages)
 
     def _write_page(self, page: PagePlan, total: int) -> None:

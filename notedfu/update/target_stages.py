@@ -1,9 +1,9 @@
 """The agent's work on the target: look at the chip, keep the last-known-good, flash, start, confirm, roll back.
 
 The orchestrator (:mod:`notedfu.update.agent`) decides when each stage runs and
-records it in the job; this module decides how, through one
-:class:`~notedfu.target.session.TargetSession` (the ROM bootloader) or an
-external tool (:mod:`notedfu.target.backends`).
+records it in the job; this module decides how, through the target's driver
+(:mod:`notedfu.target.driver`: the ROM bootloader or an external tool, from the
+same spec registry ``notedfu flash`` uses).
 """
 
 from __future__ import annotations
@@ -20,12 +20,11 @@ from notedfu.notecard.staging import Staging
 from notedfu.protocol.chips import FLASH_BASE
 from notedfu.protocol.firmware import firmware_info
 from notedfu.specs import parse_region
-from notedfu.target.backends import LARGEST_FLASH, flash_with_tool
-from notedfu.target.flasher import FlashOptions, check_image, plan_flash
+from notedfu.target.driver import TargetDriver, TargetOptions
+from notedfu.target.flasher import FlashOptions
 from notedfu.target.image import Segment
 from notedfu.target.lines import ENTER_BOOTLOADER, RUN_APPLICATION
-from notedfu.target.backends import split_target
-from notedfu.target.session import TargetOptions, TargetSession
+from notedfu.target.registry import target_driver
 from notedfu.update.job import DOWNLOAD_STAGES, Job, JobStore
 from notedfu.update.signature import verified_payload
 
@@ -50,13 +49,13 @@ class TargetStages:
             return None  # no reset line: looking would stop the running application for good
         try:
             payload = verified_payload(path.read_bytes(), None)
-            session = self.session()
-            try:
-                session.connect()
-                held = session.holds([Segment(FLASH_BASE, payload)], self.options())
-                session.start_application()  # it was running before we looked
-            finally:
-                session.close()
+            driver = self.driver()
+            if not driver.reads_chip:
+                return None
+            with driver:
+                driver.connect()
+                held = driver.holds([Segment(FLASH_BASE, payload)], self.options())
+                driver.start()  # it was running before we looked
         except NotedfuError as exc:
             self.events.message(f"could not ask the chip what it holds ({exc}); going by the record", "warning")
             return None
@@ -87,31 +86,32 @@ class TargetStages:
                             preserve=[parse_region(r) for r in self.config.target.preserve])
 
 
-    def session(self) -> TargetSession:
+    def driver(self) -> TargetDriver:
+        """The configured target's driver (not yet opened)."""
         tc = self.config.target
         if not tc.spec:
             raise NotedfuError("no target configured ([target] spec or --target)", code="E_NO_TARGET")
-        return TargetSession(tc.spec, TargetOptions(tc.baud, tc.boot0, tc.reset, tc.enter or ENTER_BOOTLOADER,
+        return target_driver(tc.spec, TargetOptions(tc.baud, tc.boot0, tc.reset, tc.enter or ENTER_BOOTLOADER,
                                                     tc.run or RUN_APPLICATION), self.events)
 
 
     def flash(self, job: Job) -> None:
         self.events.step("flash", "flashing the target")
         image = [Segment(FLASH_BASE, self.payload(job))]
-        backend, where = split_target(self.config.target.spec)
-        if backend != "rom":
-            return self._flash_with_tool(job, backend, where, image)
-        session = self.session()
-        try:
-            session.connect()
-            if not job.lkg:
-                job.lkg = self._keep_last_known_good(session, job)
+        driver = self.driver()
+        driver.check(image, self.options())
+        if not driver.reads_chip:
+            self.events.message(f"flashing with {driver.name}: it cannot read the chip back, so the image is "
+                                "written whatever the chip holds and a firmware that does not confirm cannot be "
+                                "rolled back")
+        with driver:
+            driver.connect()
+            if not job.lkg and driver.reads_chip:
+                job.lkg = self._keep_last_known_good(driver, job)
             started_before, job.flash_started = job.flash_started, True
             self.store.save(job)
             self.flashing = True
-            report = session.flash(image, self.options())
-        finally:
-            session.close()
+            report = driver.flash(image, self.options())
         if stopping.requested():
             self.events.message(f"{stopping.reason()} came during the flash: the flash was finished first", "warning")
         if report.unchanged and not started_before:  # not: an earlier, interrupted attempt wrote it
@@ -119,35 +119,23 @@ class TargetStages:
             self.events.message(f"the chip already holds image {job.md5}: nothing was written")
 
 
-    def _flash_with_tool(self, job: Job, backend: str, where: str, image: list[Segment]) -> None:
-        """An external tool flashes (and starts) the target: the shared image checks first; it cannot read the
-        chip, so nothing is compared and no last-known-good is kept (said once, here)."""
-        check_image(image, FLASH_BASE, LARGEST_FLASH, self.options())
-        self.events.message(f"flashing with {backend}: it cannot read the chip back, so the image is written "
-                            "whatever the chip holds and a firmware that does not confirm cannot be rolled back")
-        job.flash_started = True
-        self.store.save(job)
-        self.flashing = True
-        flash_with_tool(backend, where, image, verify=self.config.target.verify != "none", run=True)
-
-
-    def _keep_last_known_good(self, session: TargetSession, job: Job) -> dict[str, Any]:
+    def _keep_last_known_good(self, driver: TargetDriver, job: Job) -> dict[str, Any]:
         """Before the first byte is written: keep what the chip holds, to roll back to if the new image
         does not confirm — the recorded image if the chip holds it, else the chip's own flash read back."""
         record = self.store.installed()
         md5 = record.get("md5")
         if md5 and md5 != job.md5 and self.staging.paths(md5)[2].exists():
             data = verified_payload(self.staging.paths(md5)[2].read_bytes(), None)
-            if session.holds([Segment(FLASH_BASE, data)], self.options()):
+            if driver.holds([Segment(FLASH_BASE, data)], self.options()):
                 return {"md5": md5, "version": record.get("version", ""), "from": "record"}
-        data = session.read_image()
+        data = driver.read_image()
         if data is None or md5_hex(data) == job.md5:
             if data is None:
                 self.events.message("no last-known-good image: the chip's flash is empty or cannot be read; "
                                     "a firmware that does not confirm cannot be rolled back", "warning")
             return {}
         try:
-            plan_flash([Segment(FLASH_BASE, data)], session.chip, session.flash_size, FlashOptions())
+            driver.check([Segment(FLASH_BASE, data)], FlashOptions())  # read from the chip: it fits; can it boot?
         except NotedfuError as exc:
             self.events.message(f"no last-known-good image: what the chip holds is not a bootable image "
                                 f"({exc.message})", "warning")
@@ -161,25 +149,16 @@ class TargetStages:
 
     def boot(self, job: Job) -> str | None:
         self.events.step("boot", "starting the new firmware")
-        backend = split_target(self.config.target.spec)[0]
-        if backend != "rom":
-            self.events.message(f"{backend} reset the target after flashing: the new firmware is starting")
-            return "skipped"
-        session = self.session()
-        try:
-            if not session.lines.wired:
-                try:
-                    session.connect()
-                except TargetNoSync:
-                    if not self.resumed:
-                        raise
-                    # No reset line, and the bootloader is silent: an earlier run's Go already started
-                    # the application before it was interrupted. The confirm stage checks that it runs.
-                    self.events.message("the bootloader no longer answers: the application already runs", "warning")
-                    return
-            session.start_application()
-        finally:
-            session.close()
+        with self.driver() as driver:
+            try:
+                driver.start()
+            except TargetNoSync:
+                if not self.resumed:
+                    raise
+                # No reset line, and the bootloader is silent: an earlier run's Go already started the
+                # application before it was interrupted. The confirm stage checks that it runs.
+                self.events.message("the bootloader no longer answers: the application already runs", "warning")
+        return None
 
 
     def confirm(self, job: Job) -> str | None:
@@ -222,13 +201,10 @@ class TargetStages:
             data = verified_payload(self.staging.paths(lkg["md5"])[2].read_bytes(), None)
             if md5_hex(self.staging.paths(lkg["md5"])[2].read_bytes()) != lkg["md5"]:
                 raise NotedfuError("the last-known-good image changed on disk", code="E_STAGING")
-            session = self.session()
-            try:
-                session.connect()
-                session.flash([Segment(FLASH_BASE, data)], self.options())
-                session.start_application()
-            finally:
-                session.close()
+            with self.driver() as driver:
+                driver.connect()
+                driver.flash([Segment(FLASH_BASE, data)], self.options())
+                driver.start()
             line = self.watch_banner(lkg.get("version", ""))[0] if self.config.confirm.console else None
         except (NotedfuError, OSError) as exc:
             job.rolled_back = {"md5": lkg["md5"], "version": lkg.get("version", ""), "error": str(exc)}

@@ -1,14 +1,14 @@
-"""A target on a serial port: enter its bootloader, identify it, flash it, start it.
+"""The ROM-bootloader driver: a chip on a serial port, reached through its AN3155 bootloader.
 
-``--target`` specs: a serial device (``/dev/ttyAMA0``, ``/dev/ttyUSB0?baud=57600``),
-``sim://stm32?…`` (the emulator), or an external tool backend such as
-``stm32flash:/dev/ttyUSB0`` or ``openocd:stm32f1x`` (see :mod:`notedfu.target.backends`).
+Specs: a serial device (``/dev/ttyAMA0``, ``/dev/ttyUSB0?baud=57600``) or
+``sim://stm32?…`` (the emulator). The line is 8E1 as AN3155 requires; ``?parity=none``
+is for a line that cannot carry a parity bit (the emulator's pseudo-terminal says so). BOOT0/NRST lines, when wired, take the chip into
+its bootloader and back to its application; without them the Go command starts it.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,30 +16,21 @@ import serial
 
 from notedfu.errors import UsageError
 from notedfu.portlock import PortBusy, PortLock
-from notedfu.ports import is_pty, serial_for_url
+from notedfu.ports import serial_for_url
 from notedfu.events import Events
-from notedfu.specs import int_option, split_options
+from notedfu.specs import parse_spec
 from notedfu.errors import TargetError, TargetNack
 from notedfu.protocol.an3155 import MAX_BLOCK, BootloaderInfo
-from notedfu.target.an3155 import Bootloader, Timeouts
+from notedfu.target.an3155 import Bootloader
+from notedfu.target.driver import TargetDriver, TargetOptions
 from notedfu.protocol.chips import Chip, chip_for
 from notedfu.target.flasher import FlashOptions, Flasher, FlashReport, plan_flash
 from notedfu.target.image import Segment
-from notedfu.target.lines import ENTER_BOOTLOADER, RUN_APPLICATION, LineControl, open_line
+from notedfu.target.lines import LineControl, open_line
 
 DEFAULT_BAUD = 115200
+PARITIES = {"even": serial.PARITY_EVEN, "none": serial.PARITY_NONE}
 WRITE_TIMEOUT = 5.0  # a write that cannot drain this long: nothing reads the other end (no hang)
-
-
-@dataclass
-class TargetOptions:
-    """How the target is wired."""
-
-    baud: int | None = None
-    boot0: str | None = None  # line spec: rts, dtr, gpiochip0:17, !…, none
-    reset: str | None = None
-    enter: str = ENTER_BOOTLOADER
-    run: str = RUN_APPLICATION
 
 
 def _is_pi_mini_uart(path: str) -> bool:
@@ -50,28 +41,37 @@ def _is_pi_mini_uart(path: str) -> bool:
     return "Raspberry Pi" in model and Path(path).resolve().name == "ttyS0"
 
 
-@dataclass
-class TargetSession:
-    """One connection to a chip's ROM bootloader."""
+class RomBootloaderDriver(TargetDriver):
+    """One chip's ROM bootloader on a serial port."""
 
-    spec: str
-    options: TargetOptions = field(default_factory=TargetOptions)
-    events: Events = field(default_factory=lambda: Events(source="LOCAL"))
+    name = "rom"
+    reads_chip = True
 
-    def __post_init__(self) -> None:
-        target, options = split_options(self.spec)
-        baud = self.options.baud or int_option(options, "baud", self.spec)
+    def __init__(self, spec: str, options: TargetOptions | None = None, events: Events | None = None) -> None:
+        self.spec = spec
+        self.options = options or TargetOptions()
+        self.events = events or Events(source="LOCAL")
+        parsed = parse_spec(spec)
+        self.device = parsed.device
+        url = bool(parsed.scheme)  # a URL's query is the URL's own (sim://stm32?baud= is the modeled rate)
+        self.baud = self.options.baud or (None if url else parsed.int_option("baud")) or DEFAULT_BAUD
+        self.parity = PARITIES["even" if url else parsed.choice("parity", tuple(PARITIES), "even")]
+        self.info: BootloaderInfo | None = None
+        self.chip: Chip | None = None
+        self.flash_size = 0
+        self.protected = False
+
+    def open(self) -> None:
+        """Claim the port: the per-port lock (naming the holder) shared with every notedfu, and the device
+        itself opened exclusive against other programs; the BOOT0/NRST lines."""
+        target = self.device
         if _is_pi_mini_uart(target):
             raise UsageError(f"{target} is the Pi's mini UART, which has no parity: the STM32 bootloader needs "
                              "8E1. Use /dev/ttyAMA0 (dtoverlay=disable-bt or miniuart-bt).", code="E_MINI_UART")
-        # Linux ptys refuse parity (tcsetattr: EINVAL); the emulator behind one models 8E1 itself.
-        parity = serial.PARITY_NONE if is_pty(target) else serial.PARITY_EVEN
-        # One owner per target: the per-port lock (naming the holder) shared with every notedfu, and the
-        # device itself opened exclusive (TIOCEXCL-like flock) against other programs.
         self.lock = PortLock(target, "target").acquire()
         device_options = {} if "://" in target else {"exclusive": True}
         try:
-            self.port = serial_for_url(target, baudrate=baud or DEFAULT_BAUD, parity=parity,
+            self.port = serial_for_url(target, baudrate=self.baud, parity=self.parity,
                                        stopbits=serial.STOPBITS_ONE, bytesize=serial.EIGHTBITS, timeout=1,
                                        write_timeout=WRITE_TIMEOUT, **device_options)
         except (serial.SerialException, ValueError, OSError) as exc:
@@ -82,10 +82,6 @@ class TargetSession:
         self.lines = LineControl(open_line(self.options.boot0, self.port), open_line(self.options.reset, self.port),
                                  self.options.enter, self.options.run)
         self.bootloader = Bootloader(self.port)
-        self.info: BootloaderInfo | None = None
-        self.chip: Chip | None = None
-        self.flash_size = 0
-        self.protected = False
 
     def close(self) -> None:
         """Release the port and its lock."""
@@ -105,8 +101,6 @@ class TargetSession:
             raise TargetError(f"unknown chip id 0x{info.pid:03x}: not in notedfu's chip table",
                               code="E_UNKNOWN_CHIP")
         self.flash_size = self._read_flash_size()
-        self.bootloader.timeouts = Timeouts(page_erase=max(1.0, 4 * self.chip.family.page_erase_seconds *
-                                                           max(1, max(s for _, s in self.chip.pages()) // 16384)))
         return info
 
     def _read_flash_size(self) -> int:
@@ -161,7 +155,7 @@ class TargetSession:
         plan = plan_flash(segments, self.chip, self.flash_size, options)
         report = Flasher(self.bootloader, self.info, plan, options, self.events).run()
         if options.run:
-            self.start_application()
+            self.start()
             report.started = True
         return report
 
@@ -192,10 +186,13 @@ class TargetSession:
             return None
         return bytes(data.rstrip(b"\xff")) or None
 
-    def start_application(self) -> None:
-        """BOOT0 low and a reset when wired (no bootloader session needed); the Go command otherwise."""
+    def start(self) -> None:
+        """BOOT0 low and a reset when the lines are wired (no bootloader session needed); otherwise the Go
+        command, connecting first if this driver has not yet (a ``TargetNoSync`` then: nothing answers)."""
         if self.lines.wired:
             self.lines.play(self.options.run)
-        else:
-            assert self.chip is not None, "Go needs a connected bootloader"
-            self.bootloader.go(self.chip.flash_base)
+            return
+        if self.chip is None:
+            self.connect()
+        assert self.chip is not None
+        self.bootloader.go(self.chip.flash_base)
