@@ -8,7 +8,8 @@ import os
 import sys
 from typing import Any, Callable
 
-from notedfu.events import Events, RichProgress, json_lines_sink
+from notedfu.cli_render import RichProgress
+from notedfu.events import Events, json_lines_sink
 
 
 def events_for(args: argparse.Namespace, source: str = "NOTECARD") -> tuple[Events, Callable[[], None]]:

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from notedfu.errors import Busy, ExitCode, UsageError
-from notedfu.events import Events, LogSink, file_sink, json_lines_sink
+from notedfu.cli_render import LogSink
+from notedfu.events import Events, file_sink, json_lines_sink
 from notedfu.cli_target import seconds
 
 def add_socket_option(parser: argparse.ArgumentParser) -> None:

@@ -24,7 +24,8 @@ from typing import Any, Callable
 
 from notedfu.config import Config
 from notedfu.errors import ExitCode, Interrupted, UsageError
-from notedfu.events import STEPS, Events, LogSink, RichProgress, json_lines_sink
+from notedfu.cli_render import LogSink, RichProgress
+from notedfu.events import STEPS, Events, json_lines_sink
 from notedfu.sim.rig import BANNER, FIRMWARE_DIR, RigSetup, SimulatedRig, demo_image
 from notedfu.sim.timing import PROFILES
 

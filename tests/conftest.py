@@ -16,6 +16,7 @@ from notedfu.notecard.dfu import Downloader, FetchOptions, FetchResult
 from notedfu.notecard.link import open_notecard
 from notedfu.notecard.staging import Staging
 from notedfu.sim import registry
+from notedfu.sim.clock import WALL, ManualClock
 from notedfu.sim.notecard import NotecardSim, card_from_options
 
 pytest_plugins = ["rig"]  # the simulated rig fixture (tests/rig.py)
@@ -24,19 +25,6 @@ pytest_plugins = ["rig"]  # the simulated rig fixture (tests/rig.py)
 FAST = {"latency": "0.005", "per_kib": "0.001", "ready_delay": "0"}
 
 
-class ManualClock:
-    """A clock that moves only when told: the simulated card's timers run on it, so a test says "0.35 s
-    later" instead of sleeping and racing the thresholds on a busy machine."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        """Let ``seconds`` pass on the card."""
-        self.now += seconds
 _names = itertools.count()
 
 
@@ -62,13 +50,13 @@ def sim(tmp_path: Path, image: bytes) -> SimFactory:
     made: list[str] = []
 
     def make(*, i2c: bool = False, image_bytes: bytes | None = None, clock: ManualClock | None = None,
-             **opts: Any) -> tuple[NotecardSim, str]:
+             wire_clock: ManualClock | None = None, **opts: Any) -> tuple[NotecardSim, str]:
         name = f"test{next(_names)}"
         path = tmp_path / f"{name}.bin"
         path.write_bytes(image if image_bytes is None else image_bytes)
         options: dict[str, Any] = {**FAST, "image": str(path), "profile": "i2c400k" if i2c else "usb"}
         options.update({k: (v if isinstance(v, list) else str(v)) for k, v in opts.items()})
-        card = card_from_options(options, state_clock=clock)
+        card = card_from_options(options, state_clock=clock, clock=wire_clock or WALL)
         registry.register("notecard", name, card)
         made.append(name)
         return card, (f"i2c:sim://notecard?name={name}" if i2c else f"sim://notecard?name={name}")

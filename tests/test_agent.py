@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from conftest import ManualClock, run_cli
+from conftest import run_cli
+from notedfu.sim.clock import ManualClock
 from notedfu.errors import ExitCode
 from notedfu.update.job import JobStore
 from notedfu.update.signature import TRAILER_SIZE
@@ -253,17 +254,23 @@ def test_serial_console_confirmation_sees_the_banner_and_times_out_without_it():
     master, slave = os.openpty()
     console = os.ttyname(slave)
 
-    def boot_log() -> None:
-        time.sleep(0.3)
-        os.write(master, b"\r\nreset\r\nnotedfu-demo 1.1.0 booted on board\r\n")
+    booted = threading.Event()
 
-    threading.Thread(target=boot_log).start()
+    def boot_log() -> None:  # the firmware repeats its banner (the demo's: every 2 s), whenever we look
+        os.write(master, b"\r\nreset\r\n")
+        while not booted.wait(0.05):
+            os.write(master, b"notedfu-demo 1.1.0 booted on board\r\n")
+
+    writer = threading.Thread(target=boot_log)
+    writer.start()
     try:
         assert watch_console(console, r"notedfu-demo 1\.1\.0 booted", timeout=5)
         started = time.monotonic()
         assert not watch_console(console, r"notedfu-demo 1\.2\.0 booted", timeout=0.5)
         assert time.monotonic() - started >= 0.5
     finally:
+        booted.set()
+        writer.join()
         os.close(master)
         os.close(slave)
 

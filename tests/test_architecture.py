@@ -14,7 +14,8 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "notedfu"
-CLI = ("notedfu.cli", "notedfu.cli_card", "notedfu.cli_common", "notedfu.cli_target", "notedfu.cli_update",
+CLI = ("notedfu.cli", "notedfu.cli_card", "notedfu.cli_common", "notedfu.cli_render", "notedfu.cli_target",
+       "notedfu.cli_update",
        "notedfu.demo", "notedfu.bench", "notedfu.bench_flash", "notedfu.__main__")
 MAX_LINES = 400
 
@@ -125,3 +126,15 @@ def test_only_the_command_line_prints():
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print":
                 printing.add(name)
     assert printing <= set(CLI), sorted(printing - set(CLI))
+
+
+def test_renderers_for_people_live_in_the_command_line():
+    """Events only observe: the stages emit them, and how they look (rich) is the command line's choice."""
+    rendering = set()
+    for name, path in modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            imported = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            if any(module == "rich" or module.startswith("rich.") for module in imported):
+                rendering.add(name)
+    assert rendering and rendering <= set(CLI), sorted(rendering - set(CLI))

@@ -22,6 +22,7 @@ import serial
 from smbus2 import i2c_msg
 
 from conftest import run_cli
+from notedfu.sim.clock import ManualClock
 from notedfu.errors import LinkError
 from notedfu.notecard.client import CardClient
 from notedfu.notecard.dfu import Downloader, FetchOptions
@@ -279,13 +280,14 @@ def _i2c_read(bus: SimI2CBus, count: int) -> tuple[int, bytes]:
 
 
 def test_i2c_reports_nothing_left_at_the_end_of_an_answer_line_and_the_binary_data_on_the_next_query(sim, image):
-    card, _ = sim(profile="i2c400k")
+    clock = ManualClock()
+    card, _ = sim(profile="i2c400k", wire_clock=clock)
     bus = SimI2CBus(card)
     for req in ({"req": "hub.set", "mode": "dfu"}, {"req": "dfu.get", "offset": 0, "length": 1000, "binary": True},
                 {"req": "card.binary.get", "offset": 0, "length": 1000}):
         line = encode_request(req, 0)
         bus.i2c_rdwr(i2c_msg.write(0x17, bytes([len(line)]) + line))
-        time.sleep(0.03)
+        clock.advance(0.03)  # the card thinks
         available, _ = _i2c_read(bus, 0)
         answer = b""
         while available:
@@ -293,7 +295,7 @@ def test_i2c_reports_nothing_left_at_the_end_of_an_answer_line_and_the_binary_da
             answer += data
         assert answer.endswith(b"\r\n") and b"\n" not in answer[:-1]  # exactly one line, then 0 available
     announced = json.loads(answer)["cobs"]
-    time.sleep(0.03)
+    clock.advance(0.03)
     available, _ = _i2c_read(bus, 0)
     assert available == min(announced + 1, 253)  # the binary data is the next message
 
@@ -320,7 +322,8 @@ def test_our_i2c_link_paces_within_blues_rules(sim, tmp_path, image, pacing):
 
 
 def test_a_host_that_polls_too_fast_is_warned_about_and_with_strict_timing_not_answered(sim):
-    card, _ = sim(profile="i2c400k")
+    clock = ManualClock()
+    card, _ = sim(profile="i2c400k", wire_clock=clock)
     bus = SimI2CBus(card)
     for _ in range(3):
         _i2c_read(bus, 0)  # nothing pending: three polls back to back

@@ -146,7 +146,7 @@ def test_install_streams_an_image_refuses_a_second_and_subscribers_see_it_all(da
                                 "SUCCESS", "--until", "FAILURE"], stdout=subprocess.PIPE, text=True)
     reader = threading.Thread(target=lambda: seen.extend(json.loads(line) for line in watcher.stdout))
     reader.start()
-    time.sleep(0.5)  # the subscription is in place
+    d.wait(lambda: d.status().get("subscribers") == 1)  # the subscription is in place
     image = tmp_path / "big.bin"
     image.write_bytes(padded("1.1.0", 48 * 1024))
     first = run_cli("install", str(image), "--stream", "--socket", str(d.socket))
@@ -260,9 +260,8 @@ def test_a_cancel_while_the_flash_stage_connects_is_refused_and_never_reaches_th
 def test_sigterm_during_the_download_hands_the_card_back_and_the_next_start_continues(daemon, rig):
     r = rig(offered=padded("1.1.0", 48 * 1024), per_kib="0.05")
     d = daemon(r)
-    d.wait(lambda: "running" in [((d.status().get("job") or {}).get("stages", {}).get(name) or {}).get("state")
-                                 for name in ("enter_dfu", "transfer")])  # the card is going into DFU mode
-    time.sleep(0.5)
+    d.wait(lambda: ((d.status().get("job") or {}).get("stages", {}).get("transfer") or {}).get("state")
+           == "running")  # the card is in DFU mode, the image coming
     assert d.stop() == 0
     assert r.card.hub_mode == "continuous" and r.chip.writes == 0
     job = JobStore(r.state).current()

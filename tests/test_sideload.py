@@ -117,6 +117,18 @@ def test_sideloaded_image_is_offered_exactly_and_the_card_handed_back(sim, tmp_p
     assert fetched.path.read_bytes() == data
 
 
+def test_a_sideload_that_outlasts_the_cards_dfu_timer_enters_dfu_mode_again_and_completes(sim, tmp_path):
+    """The download's rule, now the side-load's too (one chunk loop): DFU mode lost mid-transfer is entered
+    again and the chunk resent, where the side-load used to give up."""
+    card, spec = sim(mode="continuous", dfu_timeout="0.3")  # ~0.5 s of chunks at 16 KiB: it runs out once+
+    card.image, card.dfu_state = None, "idle"
+    data = make_image(200_000, seed=5)
+    result = sideload(spec, tmp_path / "state", data, chunk=16384)
+    assert card.requests["hub.set"] >= 3  # entered, entered again at least once, handed back
+    assert result.chunks == 13 and card.hub_mode == "continuous" and card.dfu_state == "ready"
+    assert fetch(spec, tmp_path / "fetch-state").path.read_bytes() == data
+
+
 def test_a_card_without_time_gets_the_host_clock_unless_refused(sim, tmp_path):
     card, spec = sim(time="0")
     data = padded("1.1.0")

@@ -6,7 +6,6 @@ import base64
 import errno
 import hashlib
 import json
-import time
 import zlib
 
 import notecard
@@ -14,7 +13,7 @@ import pytest
 import serial
 from smbus2 import i2c_msg
 
-from conftest import ManualClock
+from notedfu.sim.clock import ManualClock
 from notedfu.checksums import crc32
 from notedfu.notecard.i2c_link import Smbus2Adapter
 from notedfu.sim.i2c import SimI2CBus
@@ -81,17 +80,21 @@ def test_garbage_and_unknown_requests_get_errors(port):
     assert "{not-supported}" in rsp["err"]
 
 
-def test_unpaced_long_request_overflows_the_input_buffer(port):
-    card, p = port
-    long_request = json.dumps({"req": "hub.set", "product": "x" * 2000}) + "\n"
-    p.write(long_request.encode())
-    assert json.loads(p.readline())["err"] == "serial input overrun {io}"
-    # The same bytes in 250-byte segments with a pause between them get through.
-    data = long_request.encode()
-    for start in range(0, len(data), 250):
-        p.write(data[start:start + 250])
-        time.sleep(0.15)
-    assert json.loads(p.readline()) == {}
+def test_unpaced_long_request_overflows_the_input_buffer(sim):
+    clock = ManualClock()  # the wire's time: the pauses are exact, however busy the machine is
+    card, spec = sim(wire_clock=clock)
+    with serial.serial_for_url(spec, timeout=0.5) as p:
+        long_request = json.dumps({"req": "hub.set", "product": "x" * 2000}) + "\n"
+        p.write(long_request.encode())
+        clock.advance(1.0)
+        assert json.loads(p.readline())["err"] == "serial input overrun {io}"
+        # The same bytes in 250-byte segments with note-c's 250 ms pause between them get through.
+        data = long_request.encode()
+        for start in range(0, len(data), 250):
+            p.write(data[start:start + 250])
+            clock.advance(0.25)
+        clock.advance(1.0)
+        assert json.loads(p.readline()) == {}
 
 
 def test_dfu_status_modes_downloading_ready_stop(sim, image):
@@ -210,11 +213,12 @@ def test_stock_note_python_serial_talks_to_the_simulator(sim, image):
 
 
 def test_i2c_bus_protocol_bytes(sim):
-    card, _ = sim(i2c=True)
+    clock = ManualClock()
+    card, _ = sim(i2c=True, wire_clock=clock)
     bus = SimI2CBus(card)
     request = b'{"req":"hub.get"}\n'
     bus.i2c_rdwr(i2c_msg.write(0x17, bytes([len(request)]) + request))
-    time.sleep(0.05)
+    clock.advance(0.05)  # the card thinks
     query = i2c_msg.read(0x17, 2)
     bus.i2c_rdwr(i2c_msg.write(0x17, [0, 0]), query)
     available = bytes(query)[0]

@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from notedfu.checksums import file_digests, is_md5, md5_hex
-from notedfu.errors import (BadResponseError, Cancelled, CardIO, CardRequestError, ChunkRefused, DfuModeLost,
+from notedfu.errors import (BadResponseError, Cancelled, CardRequestError, ChunkRefused, DfuModeLost,
                             DfuNotReady, IntegrityError, LinkError, NoImage, NotedfuError, NotReadyError,
                             NotSupported)
 from notedfu.events import Events
+from notedfu.notecard.chunk_loop import Adjusted, ChunkLoop
 from notedfu.notecard.chunksize import MIN_CHUNK, ChunkSizes
 from notedfu.notecard.client import CardClient
 from notedfu.notecard.mode import CardMode
@@ -229,70 +230,45 @@ class Downloader:
         probe = sizes.probe(encoding, capacity or None)
         if self.options.chunk:
             chunk, probe = min(chunk, self.options.chunk), None
-        offset = journal.verified
-        tries = 0
+
+        def step(offset: int) -> int:
+            """One chunk read, checked and written to the staging file; a refused size or a card without
+            binary ``dfu.get`` adjusts how the next try reads (remembered for this card)."""
+            nonlocal binary, encoding, chunk, probe
+            probing = probe is not None and journal.length - offset >= probe
+            length = min(probe if probing else chunk, journal.length - offset)
+            try:
+                data, binary = self._get_chunk(offset, length, binary, probing)
+            except (CardRequestError, LinkError) as exc:
+                if is_size_refusal(exc, probing) and length > MIN_CHUNK:
+                    chunk = sizes.refused(encoding, length)
+                    result.refused_sizes.append(length)
+                    probe = None
+                    self.events.message(f"the Notecard refused {length}-byte chunks ({exc.message}); "
+                                        f"using {chunk} (remembered for this card)", "warning")
+                    raise Adjusted from exc
+                if isinstance(exc, NotSupported) and binary:
+                    binary, encoding = False, "base64"
+                    chunk, probe = sizes.good(encoding), None
+                    raise Adjusted from exc
+                raise
+            if probing:
+                sizes.took(encoding, length)
+                chunk, probe = length, sizes.probe(encoding, capacity or None)
+            self.staging.write_chunk(fd, journal, offset, data)
+            result.chunks += 1
+            return length
+
+        loop = ChunkLoop(self.events, self.mode, "reading the image from the Notecard", self.options.retries,
+                         self._enter_dfu, self._stop_if_cancelled, self.options.renew_seconds)
         fd = self.staging.open_part(journal)
-        t0, bytes0 = time.monotonic(), offset
         try:
-            while offset < journal.length:
-                self._stop_if_cancelled()
-                if time.monotonic() - self.mode.entered_at > self.options.renew_seconds:
-                    self.mode.set("dfu")  # restarts the card's 15-minute DFU timer
-                probing = probe is not None and journal.length - offset >= probe
-                length = min(probe if probing else chunk, journal.length - offset)
-                try:
-                    data, binary = self._get_chunk(offset, length, binary, probing)
-                except (CardRequestError, LinkError) as exc:
-                    if is_size_refusal(exc, probing) and length > MIN_CHUNK:
-                        chunk = sizes.refused(encoding, length)
-                        result.refused_sizes.append(length)
-                        probe = None
-                        self.events.message(f"the Notecard refused {length}-byte chunks ({exc.message}); "
-                                            f"using {chunk} (remembered for this card)", "warning")
-                        continue
-                    if isinstance(exc, NotSupported) and binary:
-                        binary, encoding = False, "base64"
-                        chunk, probe = sizes.good(encoding), None
-                        continue
-                    if isinstance(exc, (DfuModeLost, DfuNotReady)):
-                        tries += 1
-                        if tries > self.options.retries:
-                            raise
-                        self.events.message(f"the Notecard left DFU mode ({exc.err}): entering it again", "warning")
-                        self._enter_dfu()
-                        continue
-                    if isinstance(exc, CardRequestError) and not isinstance(exc, CardIO):
-                        raise
-                    tries = self._retry_chunk(offset, exc, tries, result)
-                    continue
-                except (IntegrityError, BadResponseError) as exc:
-                    tries = self._retry_chunk(offset, exc, tries, result)
-                    continue
-                if probing:
-                    sizes.took(encoding, length)
-                    chunk, probe = length, sizes.probe(encoding, capacity or None)
-                self.staging.write_chunk(fd, journal, offset, data)
-                offset += length
-                tries = 0
-                result.chunks += 1
-                elapsed = time.monotonic() - t0
-                self.events.step("transfer", "reading the image from the Notecard",
-                                 percent=100.0 * offset / journal.length, done=offset, total=journal.length,
-                                 rate=(offset - bytes0) / elapsed if elapsed > 0 else None)
+            loop.run(journal.verified, journal.length, step)
         finally:
             os.close(fd)
+            result.retried_chunks += loop.retried
         result.chunk_size = chunk
         result.binary = binary
-
-    def _retry_chunk(self, offset: int, exc: NotedfuError, tries: int, result: FetchResult) -> int:
-        """Count one more failed try of the chunk at ``offset``; raise when the budget is spent."""
-        tries += 1
-        result.retried_chunks += 1
-        if tries > self.options.retries:
-            kind, code = (LinkError, "E_NOTECARD_IO") if isinstance(exc, CardRequestError) else (type(exc), exc.code)
-            raise kind(f"chunk at offset {offset}: {exc.message} ({self.options.retries} retries)", code=code) from exc
-        self.events.message(f"chunk at offset {offset}: {exc.message}; retrying", "warning")
-        return tries
 
     def _get_chunk(self, offset: int, length: int, binary: bool, probing: bool = False) -> tuple[bytes, bool]:
         """One verified chunk; also says whether the card really answered in binary.

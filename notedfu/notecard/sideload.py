@@ -28,9 +28,9 @@ from typing import Any
 
 from notedfu import stopping
 from notedfu.checksums import crc32, md5_hex
-from notedfu.errors import BadResponseError, CardError, IntegrityError, LinkError, NotedfuError, UsageError
+from notedfu.errors import BadResponseError, CardError, IntegrityError, NotedfuError, UsageError
 from notedfu.events import Events
-from notedfu.errors import CardRequestError, DfuModeLost, NotSupported
+from notedfu.notecard.chunk_loop import ChunkLoop
 from notedfu.notecard.client import CardClient
 from notedfu.notecard.dfu import MAX_IMAGE_BYTES, ImageInfo
 from notedfu.notecard.mode import CardMode
@@ -92,7 +92,7 @@ class Sideloader:
         saved = self.mode.remember()
         try:
             self.events.step("enter_dfu", "switching the Notecard to DFU mode")
-            self.mode.wait_until_ready({"req": "dfu.put"}, self.options.ready_timeout, self.options.ready_poll)
+            self._enter_dfu()
             chunk = self._begin(result, Path(name).name or "firmware.bin", capacity)
             result.binary, result.chunk_size = capacity > 0, chunk
             self._send(image, chunk, result)
@@ -132,25 +132,18 @@ class Sideloader:
 
     # ------------------------------------------------------------ transfer
     def _send(self, image: bytes, chunk: int, result: SideloadResult) -> None:
-        offset, tries, t0 = 0, 0, time.monotonic()
-        self.events.step("transfer", "writing the image to the Notecard", done=0, total=len(image))
-        while offset < len(image):
+        def step(offset: int) -> int:
             data = image[offset:offset + chunk]
-            try:
-                rsp = self._put_chunk(offset, data, result.binary)
-                self._wait_written(rsp)
-            except (IntegrityError, LinkError, CardRequestError) as exc:
-                tries += 1
-                if tries > self.options.retries or isinstance(exc, (DfuModeLost, NotSupported)):
-                    raise
-                self.events.message(f"chunk at offset {offset}: {exc.message}; retrying", "warning")
-                continue
-            offset += len(data)
-            tries = 0
+            self._wait_written(self._put_chunk(offset, data, result.binary))
             result.chunks += 1
-            elapsed = time.monotonic() - t0
-            self.events.step("transfer", "writing the image to the Notecard", done=offset, total=len(image),
-                             rate=offset / elapsed if elapsed > 0 else None)
+            return len(data)
+
+        self.events.step("transfer", "writing the image to the Notecard", percent=0.0, done=0, total=len(image))
+        ChunkLoop(self.events, self.mode, "writing the image to the Notecard", self.options.retries,
+                  self._enter_dfu, stopping.check).run(0, len(image), step)
+
+    def _enter_dfu(self) -> None:
+        self.mode.wait_until_ready({"req": "dfu.put"}, self.options.ready_timeout, self.options.ready_poll)
 
     def _put_chunk(self, offset: int, data: bytes, binary: bool) -> dict[str, Any]:
         req: dict[str, Any] = {"req": "dfu.put", "offset": offset, "length": len(data), "status": md5_hex(data)}

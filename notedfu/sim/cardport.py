@@ -28,6 +28,7 @@ class CardPort(PacedOutputMixin):
     def __init__(self, card: NotecardSim, link: LinkProfile, *, paced_output: bool = True) -> None:
         self.card = card
         self.link = link
+        self.clock = card.clock  # the servers carrying these bytes read the time from it
         # On I2C the bus itself charges wire time per transfer, so output is
         # released whole when the card is done thinking.
         self.output = PacedQueue(link.byte_seconds if paced_output else 0.0)

@@ -44,7 +44,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import threading
-import time
 from typing import Any
 
 from notedfu.sim.cardport import CardPort
@@ -84,7 +83,7 @@ class SimI2CBus:
     def i2c_rdwr(self, *messages: Any) -> None:
         """Run smbus2 ``i2c_msg`` messages as one combined transaction."""
         with self._lock:
-            start = time.monotonic()
+            start = self.card.clock()
             if any(m.addr != self.address for m in messages):
                 self._occupy([0])
                 raise OSError(errno.EREMOTEIO, "Remote I/O error")
@@ -110,12 +109,13 @@ class SimI2CBus:
     # ------------------------------------------------------------ wire time
     def _occupy(self, lengths: list[int], sent_by_card: int = 0) -> None:
         """Hold the bus (and the caller) for the transaction's wire time."""
-        now = time.monotonic()
+        clock = self.card.clock
+        now = clock()
         self._bus_free_at = max(now, self._bus_free_at) + self.card.link.i2c_seconds(lengths, sent_by_card)
         delay = self._bus_free_at - now
         if delay > 0:
-            time.sleep(delay)
-        self._last_end = time.monotonic()
+            clock.sleep(delay)
+        self._last_end = clock()
 
     # ------------------------------------------------------------ pacing
     def _pacing_problem(self, messages: tuple[Any, ...], start: float) -> str:
@@ -163,12 +163,12 @@ class SimI2CBus:
             self._segment_bytes += count
             self._last_chunk_end = start + self.card.link.i2c_seconds([len(data)])
         self._last_empty_poll = float("-inf")  # a write between two polls: the next one is not a re-poll
-        self.port.feed(data[1:], time.monotonic())
+        self.port.feed(data[1:], self.card.clock())
 
     def _answer(self, message: Any) -> int:
         want = self._read_request
         self._read_request = 0
-        now = time.monotonic()
+        now = self.card.clock()
         if want + 2 > message.len or want > MAX_PACKET:
             raise OSError(errno.EIO, "read longer than the card offers")
         if want == 0:  # the query: what is left of the message at the head of the queue

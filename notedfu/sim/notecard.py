@@ -25,6 +25,7 @@ from notedfu.specs import check_option_names
 from notedfu.protocol.cobs import cobs_encode
 from notedfu.protocol.firmware import firmware_info
 from notedfu.protocol.notecard import add_crc, check_crc
+from notedfu.sim.clock import WALL, Clock
 from notedfu.sim.card_config import (BINARY_MAX, CARD_OPTIONS, DEFAULT_HUB_MODE, ERR_NOT_DFU, ERR_NOT_READY,
                                      FIRMWARES, HUB_MODES, REFUSALS, Reply, SimConfig)
 from notedfu.sim.card_faults import CardFaults
@@ -36,9 +37,9 @@ class NotecardSim(SideloadRequests, CardFaults):
     """The card's state and its answers to requests."""
 
     def __init__(self, config: SimConfig | None = None, link: LinkProfile | None = None,
-                 clock=time.monotonic, state_clock: Callable[[], float] | None = None) -> None:
-        """``state_clock``, when given, is the clock the card's own timers run on (Notehub's download, DFU
-        mode coming up and timing out): a test moves it instead of sleeping. The wire keeps real time."""
+                 clock: Clock = WALL, state_clock: Callable[[], float] | None = None) -> None:
+        """``clock``: the wire's time (the servers carrying the card's bytes read it); ``state_clock``: the
+        card's own timers' (Notehub's download, DFU mode coming up and timing out). A test moves either."""
         self.config = config or SimConfig()
         self.link = link or PROFILES["usb"]
         self.request_latency = self.link.request_latency
@@ -381,8 +382,8 @@ class NotecardSim(SideloadRequests, CardFaults):
         return {"name": self.card_dfu.get("name", "-"), "on": bool(self.card_dfu.get("on", False))}
 
 
-def card_from_options(opts: dict[str, str | list[str]], *,
-                      state_clock: Callable[[], float] | None = None) -> NotecardSim:
+def card_from_options(opts: dict[str, str | list[str]], *, state_clock: Callable[[], float] | None = None,
+                      clock: Clock = WALL) -> NotecardSim:
     """A simulated card from string options: ``profile``, ``latency``, ``per_kib``,
     ``rate`` (bits per second), ``stretch`` (I2C clock stretching, seconds per
     byte the card sends) and everything :meth:`SimConfig.from_options` takes."""
@@ -396,4 +397,4 @@ def card_from_options(opts: dict[str, str | list[str]], *,
     link = profile(name[-1] if isinstance(name, list) else name).with_overrides(
         request_latency=one("latency"), read_seconds_per_kib=one("per_kib"), bits_per_second=one("rate"),
         clock_stretch=one("stretch"))
-    return NotecardSim(SimConfig.from_options(opts), link, state_clock=state_clock)
+    return NotecardSim(SimConfig.from_options(opts), link, clock=clock, state_clock=state_clock)

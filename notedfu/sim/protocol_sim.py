@@ -110,7 +110,7 @@ class Serial(SerialBase):
         """Bytes that have arrived and can be read now."""
         if not self.is_open:
             raise PortNotOpenError()
-        return self._link.available(time.monotonic())
+        return self._link.available(self._link.clock())
 
     def read(self, size: int = 1) -> bytes:
         """Read up to ``size`` bytes, waiting as the wire would, up to ``timeout``."""
@@ -119,11 +119,11 @@ class Serial(SerialBase):
         deadline = None if self._timeout is None else time.monotonic() + self._timeout
         out = bytearray()
         while True:
-            now = time.monotonic()
+            now = self._link.clock()
             out += self._link.read(size - len(out), now)
             if len(out) >= size:
                 return bytes(out)
-            remaining = None if deadline is None else deadline - now
+            remaining = None if deadline is None else deadline - time.monotonic()  # the host's own timeout
             if remaining is not None and remaining <= 0:
                 return bytes(out)
             wait = self._link.time_until(size - len(out), now)
@@ -138,7 +138,7 @@ class Serial(SerialBase):
         if not self.is_open:
             raise PortNotOpenError()
         data = bytes(data)
-        self._link.feed(data, time.monotonic())
+        self._link.feed(data, self._link.clock())
         return len(data)
 
     def reset_input_buffer(self) -> None:

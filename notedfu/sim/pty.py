@@ -22,6 +22,7 @@ import tty
 from typing import TYPE_CHECKING, Callable, Protocol
 
 from notedfu import stopping
+from notedfu.sim.clock import WALL
 
 if TYPE_CHECKING:
     from notedfu.sim.notecard import NotecardSim
@@ -91,8 +92,9 @@ class PtyServer:
     def serve_forever(self, until_signal: bool = False) -> None:
         """Move bytes until ``stop`` is called (or, with ``until_signal``, SIGINT/SIGTERM: a simulator
         in a process of its own; one serving an agent in-process must outlive the agent's hand-back)."""
+        clock = getattr(self.device, "clock", WALL)  # the device's wire time (a test may hold it still)
         while not self._stop.is_set() and not (until_signal and stopping.requested()):
-            now = time.monotonic()
+            now = clock()
             wait = 0.2
             if self._unsent:
                 wait = MIN_WAKE
@@ -105,7 +107,7 @@ class PtyServer:
                 readable, _, _ = select.select([self.master], want_write, [], min(wait, 0.2))
             except (OSError, ValueError):
                 return
-            now = time.monotonic()
+            now = clock()
             if readable:
                 try:
                     data = os.read(self.master, 65536)

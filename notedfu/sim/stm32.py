@@ -23,6 +23,7 @@ import threading
 from pathlib import Path
 from typing import Callable, Generator
 
+from notedfu.sim.clock import WALL, Clock
 from notedfu.sim.faults import Fault, parse_faults
 from notedfu.specs import check_option_names
 from notedfu.sim.timing import PacedOutputMixin, PacedQueue
@@ -37,7 +38,8 @@ class Stm32Sim(ProtectionCommands, PacedOutputMixin):
 
     def __init__(self, chip: Chip | int = 0x420, variant: BootloaderVariant | str | None = None, *,
                  flash_file: str | Path | None = None, baud: int = 115200, faults: list[Fault] | None = None,
-                 readout_protected: bool = False, time_scale: float = 1.0) -> None:
+                 readout_protected: bool = False, time_scale: float = 1.0, clock: Clock = WALL) -> None:
+        self.clock = clock  # the wire's time, read by the servers that carry the chip's bytes
         self.chip = chip if isinstance(chip, Chip) else CHIPS[chip]
         self.variant = VARIANTS[variant] if isinstance(variant, str) else (variant or default_variant(self.chip))
         self.byte_seconds = 11 / baud  # 8E1: start + 8 data + parity + stop

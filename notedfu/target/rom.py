@@ -8,6 +8,7 @@ its bootloader and back to its application; without them the Go command starts i
 
 from __future__ import annotations
 
+import termios
 import time
 from pathlib import Path
 from typing import Any
@@ -70,10 +71,22 @@ class RomBootloaderDriver(TargetDriver):
                              "8E1. Use /dev/ttyAMA0 (dtoverlay=disable-bt or miniuart-bt).", code="E_MINI_UART")
         self.lock = PortLock(target, "target").acquire()
         device_options = {} if "://" in target else {"exclusive": True}
+        port = None
         try:
-            self.port = serial_for_url(target, baudrate=self.baud, parity=self.parity,
+            self.port = port = serial_for_url(target, baudrate=self.baud, parity=self.parity,
                                        stopbits=serial.STOPBITS_ONE, bytesize=serial.EIGHTBITS, timeout=1,
                                        write_timeout=WRITE_TIMEOUT, **device_options)
+            # Every timeout change re-applies the line settings: a port that cannot keep even parity (a pty
+            # on recent kernels: EINVAL) says so here, not as an internal error in the middle of a sync.
+            self.port.timeout = 0.5
+            self.port.timeout = 1
+        except termios.error as exc:
+            if port is not None:
+                port.close()
+            self.lock.release()
+            line = "8E1" if self.parity == serial.PARITY_EVEN else "8N1"
+            raise TargetError(f"cannot set {target} to {line}: {exc} (a line that carries no parity bit, like a "
+                              f"pseudo-terminal, needs {target}?parity=none)", code="E_TARGET_OPEN") from exc
         except (serial.SerialException, ValueError, OSError) as exc:
             self.lock.release()
             if "exclusively" in str(exc) or getattr(exc, "errno", None) == 11:

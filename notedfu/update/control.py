@@ -9,7 +9,7 @@ whose answer is followed by one line per event until the client hangs up, and
 ===========================================================  ==========================================
 request                                                      answer
 ===========================================================  ==========================================
-``{"cmd": "status"}``                                        ``{"ok": true, "state": …, "job": {…}, …}``
+``{"cmd": "status"}``                                        ``{"ok": true, "state": …, "job": {…}, "subscribers": N, …}``
 ``{"cmd": "install", "path": "/abs/image.bin"}``             ``{"ok": true, "md5": …}`` or ``E_BUSY``
 ``{"cmd": "install", "stream": true, "length": N}`` + bytes  same
 ``{"cmd": "approve", "md5": "…"}``                           ``{"ok": true}``

@@ -133,7 +133,7 @@ class Daemon:
                 "job": dataclasses.asdict(job) if job else None,
                 "last_job": job_summary(self.store.latest()), "installed": self.store.installed(),
                 "pending": self.store.pending(), "policy": self.config.policy.mode,
-                "queued": self._queued is not None}
+                "queued": self._queued is not None, "subscribers": len(self._subscribers)}
 
     def _busy(self) -> str | None:
         job = self.updater.job
