@@ -120,22 +120,80 @@ class FetchResult:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
+class Download:
+    """One download of the image the card offers, as stages the caller drives (and records):
+    :meth:`enter`, :meth:`transfer`, :meth:`verify`, and :meth:`hand_back` in a ``finally``.
+
+    The cancel token is checked as each stage begins and before every chunk; ``result.already_staged``
+    means the image is on disk, verified, and none of the stages has anything to do."""
+
+    def __init__(self, engine: Downloader, journal: Journal, result: FetchResult) -> None:
+        self.engine = engine
+        self.journal = journal
+        self.result = result
+        self.entered = False  # the card's mode was saved and DFU mode asked for: it must be handed back
+        self._saved: str | None = None
+
+    @property
+    def image(self) -> ImageInfo:
+        """What the card offers."""
+        return self.result.image
+
+    def enter(self) -> None:
+        """Save the card's mode (on disk first), switch it to DFU mode and wait until it is active."""
+        engine = self.engine
+        engine._stop_if_cancelled()
+        self._saved, self.entered = engine.mode.remember(), True
+        engine.events.step("enter_dfu", "switching the Notecard to DFU mode")
+        engine._enter_dfu()
+
+    def transfer(self) -> None:
+        """Read every chunk not yet verified, each checked and fsynced with its journal entry."""
+        self.engine._stop_if_cancelled()
+        self.engine.events.step("transfer", "reading the image from the Notecard", percent=0.0,
+                                done=self.journal.verified, total=self.image.length)
+        self.engine._transfer(self.journal, self.result)
+
+    def verify(self) -> Path:
+        """The whole image against its length, MD5 and CRC-32; on a mismatch the whole image is read once
+        more before the card's copy is called bad (which costs a new download from Notehub)."""
+        engine, image = self.engine, self.image
+        engine._stop_if_cancelled()
+        engine.events.step("verify", "verifying length, MD5 and CRC-32")
+        try:
+            self.result.path = engine._verify(self.journal)
+        except IntegrityError as exc:
+            if self.journal.rereads:
+                raise
+            engine.events.message(f"{exc.message}: reading the whole image from the Notecard again", "warning")
+            self.journal = engine.staging.journal(image.md5, image.length, image.crc32, source=image.source,
+                                                  version=image.version, rereads=self.journal.rereads + 1)
+            engine.events.step("transfer", "reading the image from the Notecard again", percent=0.0,
+                               done=0, total=image.length)
+            engine._transfer(self.journal, self.result)
+            engine.events.step("verify", "verifying length, MD5 and CRC-32")
+            self.result.path = engine._verify(self.journal)
+        return self.result.path
+
+    def hand_back(self) -> str:
+        """Put the card back in the mode it was found in (once; never raises: see ``CardMode.hand_back``)."""
+        if not self.entered:
+            return self.result.card_mode
+        self.entered = False
+        self.engine.events.step("exit_dfu", "handing the Notecard back")
+        self.result.card_mode = self.engine.mode.hand_back(self._saved)
+        return self.result.card_mode
+
+
 class Downloader:
     """Fetches the image the Notecard holds into the staging directory."""
 
     def __init__(self, client: CardClient, staging: Staging, events: Events | None = None,
-                 options: FetchOptions | None = None, *, on_stage: Callable[[str], None] | None = None,
-                 check_image: Callable[[Path], None] | None = None) -> None:
-        """``on_stage(name)`` is called as enter_dfu, transfer, verify and exit_dfu begin (exit_dfu only after
-        a success: after a failure the card is handed back too, but the failure is the news); an observer may
-        raise to stop, and the card is still handed back. ``check_image(path)`` runs on the verified image
-        before the card is handed back (a signature check) and may raise to refuse it."""
+                 options: FetchOptions | None = None) -> None:
         self.client = client
         self.staging = staging
         self.events = events or Events()
         self.options = options or FetchOptions()
-        self.on_stage = on_stage or (lambda name: None)
-        self.check_image = check_image
         self.mode = CardMode(client, staging, self.events)
         if staging.warn is None:
             staging.warn = lambda text: self.events.message(text, "warning")
@@ -145,9 +203,9 @@ class Downloader:
         """The card's host-DFU status (``dfu.status name:user``)."""
         return self.client.request({"req": "dfu.status", "name": "user"})
 
-    def fetch(self) -> FetchResult:
-        """Download, verify and stage the image the card offers."""
-        started = time.monotonic()
+    def begin(self) -> Download:
+        """Look at what the card offers (``dfu.status``, the image's metadata checked) and open its journal;
+        nothing is changed on the card. The :class:`Download` it returns runs the stages one at a time."""
         self.events.step("check", "checking the Notecard")
         status = self.dfu_status()
         mode = status.get("mode")
@@ -165,46 +223,23 @@ class Downloader:
             result.card_mode = self.mode.repair() or ""
             result.already_staged = True
             self.events.message(f"image {image.md5} is already staged and verified")
-            return result
+        return Download(self, journal, result)
 
-        saved = self.mode.remember()
+    def fetch(self) -> FetchResult:
+        """Download, verify and stage the image the card offers: every stage, the card handed back on every
+        path."""
+        started = time.monotonic()
+        download = self.begin()
+        if download.result.already_staged:
+            return download.result
         try:
-            self._begin("enter_dfu")
-            self.events.step("enter_dfu", "switching the Notecard to DFU mode")
-            self._enter_dfu()
-            self._begin("transfer")
-            self.events.step("transfer", "reading the image from the Notecard", percent=0.0,
-                             done=journal.verified, total=image.length)
-            self._transfer(journal, result)
-            self._begin("verify")
-            self.events.step("verify", "verifying length, MD5 and CRC-32")
-            try:
-                result.path = self._verify(journal)
-            except IntegrityError as exc:
-                if journal.rereads:
-                    raise
-                # Every chunk matched its md5, yet the whole does not: read it all once more before
-                # calling the card's copy bad (which costs a new download from Notehub).
-                self.events.message(f"{exc.message}: reading the whole image from the Notecard again", "warning")
-                journal = self.staging.journal(image.md5, image.length, image.crc32, source=image.source,
-                                               version=image.version, rereads=journal.rereads + 1)
-                self.events.step("transfer", "reading the image from the Notecard again", percent=0.0,
-                                 done=0, total=image.length)
-                self._transfer(journal, result)
-                self.events.step("verify", "verifying length, MD5 and CRC-32")
-                result.path = self._verify(journal)
-            if self.check_image is not None:
-                self.check_image(result.path)
-            self.on_stage("exit_dfu")  # after a failure the card is handed back too, but the failure is the news
+            download.enter()
+            download.transfer()
+            download.verify()
         finally:
-            self.events.step("exit_dfu", "handing the Notecard back")
-            result.card_mode = self.mode.hand_back(saved)
-        result.seconds = time.monotonic() - started
-        return result
-
-    def _begin(self, stage: str) -> None:
-        self._stop_if_cancelled()
-        self.on_stage(stage)
+            download.hand_back()
+        download.result.seconds = time.monotonic() - started
+        return download.result
 
     def _stop_if_cancelled(self) -> None:
         """The cancel token: raised inside the ``try`` whose ``finally`` hands the card back."""

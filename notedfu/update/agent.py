@@ -7,7 +7,9 @@ after a crash finds the job in ``processing`` and continues from the first
 stage not done: the download resumes from its journal (or finds the image
 staged), a flash is redone from the staged image (an interrupted flash leaves
 an erased first page, never a bootable half image), boot, confirm and report
-are repeated. The Notecard is handed back on every path by the downloader.
+are repeated. The download is four stages the orchestrator calls one by one
+(:class:`~notedfu.notecard.dfu.Download`: enter, transfer, verify, hand back);
+the Notecard is handed back on every path.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from notedfu.errors import (Cancelled, CardRequestError, ExitCode, ImageSupersed
                             StageFailed, Unconfirmed)
 from notedfu.events import Events
 from notedfu.notecard.client import CardClient
-from notedfu.notecard.dfu import Downloader, FetchOptions, ImageInfo
+from notedfu.notecard.dfu import Download, Downloader, FetchOptions, ImageInfo
 from notedfu.notecard.link import open_notecard
 from notedfu.notecard.staging import Staging, default_state_dir
 from notedfu.protocol.firmware import firmware_info
@@ -47,8 +49,6 @@ class LocalImage:
 
 
 # Stages a cancel may still stop: after the flash has begun, stopping would leave the target without firmware.
-OBSERVED_STAGES = ("enter_dfu", "transfer", "exit_dfu")
-"""Stages run by one download call: the downloader says when each begins (``_download_stage``)."""
 CANCELLABLE = ("check", "enter_dfu", "transfer", "verify", "exit_dfu", "flash")
 
 
@@ -74,16 +74,19 @@ class Updater:
         self._cancel_lock = threading.Lock()
         self._last_idle: dict[str, Any] = {}
         self.continuing = False  # this run continues a job an earlier run left unfinished
-        self._download_step = ""  # the downloader's latest step: which stage a download failure belongs to
+        self.download: Download | None = None  # the image being read from the card (enter_dfu … exit_dfu)
 
     # ------------------------------------------------------------ cycle
     def run(self, local: LocalImage | None = None) -> Outcome:
         """One cycle; refuses at once if another agent holds the state directory."""
         with self.staging.claimed():
             self.target.flashing = self.continuing = False
+            self.download = None
             try:
                 return self._run(local)
             finally:
+                self._hand_back()  # whatever ended the run, the card is not left in DFU mode
+                self.download = None
                 self._close_card()
                 self.job = None
                 self.events.source = "NOTECARD"
@@ -94,8 +97,7 @@ class Updater:
             return
         self.client = open_notecard(nc.spec, baud=nc.baud, timeout=nc.timeout)
         self.downloader = Downloader(self.client, self.staging, self.events,
-                                     FetchOptions(ready_timeout=nc.ready_timeout, cancelled=self._take_cancel),
-                                     on_stage=self._download_stage, check_image=self._check_downloaded)
+                                     FetchOptions(ready_timeout=nc.ready_timeout, cancelled=self._take_cancel))
 
     def _close_card(self) -> None:
         if self.client is not None:
@@ -117,6 +119,9 @@ class Updater:
                                     "warning")
             self.events.message(f"continuing job {job.id} at stage {job.next_stage()}")
             self.continuing = True
+            if job.source == "NOTECARD" and job.stages["exit_dfu"].state not in ("done", "skipped"):
+                for name in DOWNLOAD_STAGES:  # DFU mode ended with the run: enter it again, resume the journal
+                    job.stages[name].state = "pending"
             if job.next_stage() == "confirm":
                 job.stages["boot"].state = "pending"  # start it again, so that it prints its banner again
             return self._process(job)
@@ -232,75 +237,33 @@ class Updater:
     def _stage(self, job: Job, name: str) -> None:
         stage = job.stages[name]
         self.target.resumed = self.continuing  # an earlier run died inside this job
-        self._download_step = ""
         try:
             with self._cancel_lock:  # a cancel is either seen here or refused: never left for another job
                 if self.cancel_requested.is_set() and name in CANCELLABLE and not self.target.flashing:
                     raise Cancelled("cancelled on request before the target was touched")
-                observed = self._in_download(job, name)  # the downloader says when those begin
-                if not observed:
-                    stage.state, stage.started = "running", time.time()
-            if observed:
-                self._download(job)  # sets the download stages' states itself
-            else:
-                self.store.save(job)
-                self.events.status("RUN", job=job.id, stage=name)
-                result = getattr(self, f"_stage_{name}")(job)
+                stage.state, stage.started = "running", time.time()
+            self.store.save(job)
+            self.events.status("RUN", job=job.id, stage=name)
+            result = getattr(self, f"_stage_{name}")(job)
         except Interrupted:
             # Not a failure of the stage: it starts again, from where its own journal says, next time.
-            name = self._blame(job, name)
-            job.stages[name].state = "pending"
+            self._hand_back()
+            stage.state = "pending"
             self.store.save(job)
             raise
         except NotedfuError as exc:
-            name = self._blame(job, name)
-            stage = job.stages[name]
+            self._hand_back()  # the card first; the failure is the news
             stage.state, stage.code, stage.message, stage.ended = "error", exc.code, exc.message, time.time()
             self.store.save(job)
             raise StageFailed(name, exc) from exc
-        if observed:
-            return
         stage.state = "skipped" if result == "skipped" else "done"
         stage.ended = time.time()
         self.store.save(job)
 
-    def _blame(self, job: Job, name: str) -> str:
-        """The stage a failure belongs to: one download call covers enter_dfu … exit_dfu."""
-        if name not in DOWNLOAD_STAGES or self._download_step not in DOWNLOAD_STAGES:
-            return name
-        failed = self._download_step
-        for stage in DOWNLOAD_STAGES:
-            if stage == failed:
-                break
-            job.stages[stage].state = "done"
-        return failed
-
-    @staticmethod
-    def _in_download(job: Job, name: str) -> bool:
-        """Whether the stage is run by the download call: enter_dfu, transfer, exit_dfu, and verify until
-        the image is staged (a run killed while verifying goes on with the download)."""
-        return name in OBSERVED_STAGES or (name == "verify" and job.source == "NOTECARD"
-                                           and job.stages["exit_dfu"].state not in ("done", "skipped"))
-
-    def _download_stage(self, name: str) -> None:
-        """The downloader begins a stage: the stages before it are done, the job file says so (a status or a
-        restart sees where it is), then RUN is said."""
-        self._download_step = name
-        job = self.job
-        if job is None:
-            return
-        now = time.time()
-        for earlier in DOWNLOAD_STAGES[:DOWNLOAD_STAGES.index(name)]:
-            if job.stages[earlier].state == "running":
-                job.stages[earlier].state, job.stages[earlier].ended = "done", now
-        job.stages[name].state, job.stages[name].started = "running", now
-        self.store.save(job)
-        self.events.status("RUN", job=job.id, stage=name)
-
-    def _check_downloaded(self, path: Path) -> None:
-        """The verify stage's own check (the signature), before the card is handed back."""
-        if self.job is not None:
-            self._check_image(self.job)
+    def _hand_back(self) -> None:
+        """After a failure inside the download: the card back in its mode (never raises)."""
+        if self.download is not None:
+            self.download.hand_back()
 
     def _take_cancel(self) -> bool:
         """The download's cancel token: a pending cancel is taken (once) while the target is untouched."""
@@ -326,26 +289,38 @@ class Updater:
                 self.events.message("the Notecard's Outboard DFU is on and may flash the host too "
                                     "(set policy.outboard_dfu = \"disable\")", "warning")
 
-    def _download(self, job: Job) -> None:
-        """enter_dfu, transfer and exit_dfu in one go: the downloader owns the card's mode."""
+    def _stage_enter_dfu(self, job: Job) -> str | None:
+        """What the card offers must still be this job's image; then DFU mode (unless it is staged)."""
         try:
-            result = self.downloader.fetch()
+            self.download = download = self.downloader.begin()
         except NoImage as exc:
             raise ImageSuperseded(f"the Notecard no longer offers image {job.md5} ({exc.message})") from exc
-        if result.image.md5 != job.md5:
-            raise ImageSuperseded(f"the card now offers {result.image.md5}, not {job.md5}")
-        now = time.time()
-        for name in DOWNLOAD_STAGES:
-            stage = job.stages[name]
-            if not result.already_staged:
-                stage.state, stage.ended = "done", now  # each ran, the signature check included
-            elif stage.state != "done":  # staged earlier: the card was not needed, the signature still is
-                stage.state = "pending" if name == "verify" else "skipped"
-        self.store.save(job)
+        if download.image.md5 != job.md5:
+            raise ImageSuperseded(f"the card now offers {download.image.md5}, not {job.md5}")
+        if download.result.already_staged:
+            return "skipped"
+        download.enter()
+        return None
+
+    def _stage_transfer(self, job: Job) -> str | None:
+        assert self.download is not None
+        if self.download.result.already_staged:
+            return "skipped"
+        self.download.transfer()
+        return None
 
     def _stage_verify(self, job: Job) -> None:
-        """Length, MD5 and CRC-32 were checked as the image was staged; here: the signature."""
+        """Length, MD5 and CRC-32 of what was read (an image staged earlier was checked then), and the
+        signature, before the card is handed back."""
+        if self.download is not None and not self.download.result.already_staged:
+            self.download.verify()
         self._check_image(job)
+
+    def _stage_exit_dfu(self, job: Job) -> str | None:
+        if self.download is None or not self.download.entered:
+            return "skipped"
+        self.download.hand_back()
+        return None
 
     def _check_image(self, job: Job) -> None:
         """The signature (with a key configured), and the version the image says it is."""
