@@ -65,3 +65,32 @@ def test_flashed_update_boots_in_qemu(tmp_path):
         result = boot(flash_file, rf"notedfu-demo {version} booted on qemu-vldiscovery", timeout=20)
         assert result.matched, result.output
     assert not boot(flash_file, r"notedfu-demo 1\.0\.0", timeout=2).matched
+
+
+@pytest.mark.skipif(not qemu_available(), reason="qemu-system-arm is not installed (apt-get install qemu-system-arm)")
+def test_a_notedfu_killed_outright_takes_its_qemu_board_with_it():
+    """QEMU runs in its own session (a Ctrl-C meant for notedfu must not kill it), so only the kernel's
+    parent-death signal stops it when notedfu dies by SIGKILL: before, every killed run left one behind."""
+    import os
+    import signal
+    import sys
+    import time
+
+    flash = FIRMWARE / "prebuilt" / "demo-1.0.0.bin"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from notedfu.ports import serial_for_url\n"
+        f"port = serial_for_url('qemu://{flash}')\n"
+        "print(port._process.pid, flush=True); time.sleep(120)")], stdout=subprocess.PIPE, text=True)
+    qemu = int(holder.stdout.readline())
+    os.kill(qemu, 0)  # running
+    holder.send_signal(signal.SIGKILL)
+    holder.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(qemu, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    os.kill(qemu, signal.SIGKILL)
+    raise AssertionError(f"QEMU (pid {qemu}) outlived the notedfu that started it")

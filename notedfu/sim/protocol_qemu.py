@@ -13,6 +13,8 @@ known": standard library, pyserial and notedfu only.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import selectors
 import shutil
@@ -24,6 +26,16 @@ from serial.serialutil import PortNotOpenError, SerialBase, SerialException
 
 QEMU = "qemu-system-arm"
 MACHINE = "stm32vldiscovery"  # STM32F100, USART1 at 0x40013800: what the demo firmware is built for
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: the kernel kills QEMU when the process that opened the port dies, even
+    by SIGKILL (a closed port kills it otherwise). Only a C call here: libc was loaded before the fork."""
+    _LIBC.prctl(PR_SET_PDEATHSIG, 9)  # SIGKILL
 
 
 def qemu_available() -> bool:
@@ -47,7 +59,8 @@ class Serial(SerialBase):
         self._process = subprocess.Popen(
             [QEMU, "-M", MACHINE, "-nographic", "-monitor", "none", "-serial", "stdio", "-kernel", flash],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True)  # a Ctrl-C meant for notedfu does not kill the board behind its back
+            start_new_session=True,  # a Ctrl-C meant for notedfu does not kill the board behind its back
+            preexec_fn=_die_with_parent)  # … but notedfu killed outright does: no orphaned QEMU
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._process.stdout, selectors.EVENT_READ)
         self._buffer = bytearray()
