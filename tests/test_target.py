@@ -327,3 +327,25 @@ def minimal_elf(address: int, data: bytes) -> bytes:
                          address + 0x101, 52, 0, 0x05000000, 52, 32, 1, 40, 0, 0)
     program = struct.pack("<IIIIIIII", 1, 84, address, address, len(data), len(data), 5, 4)
     return header + program + data
+
+
+@pytest.mark.parametrize("pid, family_seconds", [(0x420, 0.020), (0x413, 8.0)])
+def test_a_mass_erase_takes_the_familys_time_not_the_sum_of_its_pages(pid, family_seconds):
+    """An F1 erases all of its flash in about one page's time (tME 20 ms); an F4 takes seconds (8 s typical):
+    the emulator charged the sum of every page (2.56 s on the F100), flattering every client that erases
+    page by page against stm32flash and stm32loader, which mass-erase."""
+    from notedfu.sim.stm32 import Stm32Sim
+
+    chip = Stm32Sim(pid, "v3")  # extended erase: FF FF 00 is the global mass erase
+    now = 100.0
+    chip.feed(b"\x7f", now)
+    now += 1.0
+    assert chip.read(1, now) == bytes([ACK])
+    chip.feed(command_frame(0x44), now)
+    now += 1.0
+    assert chip.read(1, now) == bytes([ACK])
+    chip.feed(bytes.fromhex("ffff00"), now)
+    wait = chip.time_until(1, now)
+    pages = sum(chip.chip.family.erase_seconds(size) for _, size in chip.chip.pages())
+    assert family_seconds <= wait < family_seconds * 1.05 and wait < pages
+    chip.close()

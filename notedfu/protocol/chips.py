@@ -26,26 +26,33 @@ class Family:
     write_granule: int = 4  # bytes the flash programs at once (pad writes to this)
     quirks: tuple[str, ...] = ()
     size_read_block: int = 2  # bytes to read for the flash size register (aligned blocks where required)
+    mass_erase_seconds: float | None = None  # typical whole-flash erase; None: page by page (no mass erase)
 
     def erase_seconds(self, page_size: int) -> float:
         """Typical time to erase one page of ``page_size`` bytes (sectors are charged per 16 KiB)."""
         return self.page_erase_seconds * max(1, page_size // (16 * KIB))
 
 
+# Mass erase (typical): F0/F1/F3 tME 20 ms (datasheets: 20-40 ms, the same as one page); F4 8 s at x32
+# parallelism (datasheet 8 s typ, 16 s max; ST-Link/CMSIS-DAP users measure ~8 s on an F407); F7 ~8 s (pyOCD
+# and MicroPython measurements on an F765); G0 22 ms (max 40.1 ms); L4 22 ms (max 24.6 ms). L0 has no mass
+# erase (stm32flash's F_NO_ME) and H7 is not quoted in our sources: the emulator erases those page by page.
+# Source: ../shared/reference/research-stm32.md §6.
 FAMILIES = {
-    "F0": Family("F0", 0x1FFFF7CC, 0.020, 0.0068),
-    "F1": Family("F1", 0x1FFFF7E0, 0.020, 0.0067),
-    "F3": Family("F3", 0x1FFFF7CC, 0.020, 0.0067),
+    "F0": Family("F0", 0x1FFFF7CC, 0.020, 0.0068, mass_erase_seconds=0.020),
+    "F1": Family("F1", 0x1FFFF7E0, 0.020, 0.0067, mass_erase_seconds=0.020),
+    "F3": Family("F3", 0x1FFFF7CC, 0.020, 0.0067, mass_erase_seconds=0.020),
     "F4": Family("F4", 0x1FFF7A22, 0.250, 0.0010, quirks=(
         "flash size register only readable as part of an aligned 256-byte block",
-        "sectors of 16/64/128 KiB: erase takes seconds"), size_read_block=256),
-    "F7": Family("F7", 0x1FF0F442, 0.250, 0.0010, quirks=("sectors of 32/128/256 KiB",)),
+        "sectors of 16/64/128 KiB: erase takes seconds"), size_read_block=256, mass_erase_seconds=8.0),
+    "F7": Family("F7", 0x1FF0F442, 0.250, 0.0010, quirks=("sectors of 32/128/256 KiB",), mass_erase_seconds=8.0),
     "G0": Family("G0", 0x1FFF75E0, 0.022, 0.0027, 8, quirks=(
-        "nBOOT_SEL=1 from the factory: the BOOT0 pin is ignored once flash is programmed",)),
+        "nBOOT_SEL=1 from the factory: the BOOT0 pin is ignored once flash is programmed",),
+        mass_erase_seconds=0.022),
     "G4": Family("G4", 0x1FFF75E0, 0.022, 0.0027, 8),
     "L0": Family("L0", 0x1FF8007C, 0.0032, 0.0128, quirks=(
         "bootloader 3.1 rev 7 NACKs a read of the flash size register",)),
-    "L4": Family("L4", 0x1FFF75E0, 0.022, 0.0027, 8),
+    "L4": Family("L4", 0x1FFF75E0, 0.022, 0.0027, 8, mass_erase_seconds=0.022),
     "H7": Family("H7", 0x1FF1E880, 2.000, 0.0010, 32, quirks=("128 KiB sectors; 256-bit flash words",)),
 }
 

@@ -304,7 +304,7 @@ class Stm32Sim(ProtectionCommands, PacedOutputMixin):
         self.synced = False
         self._pending.clear()
 
-    def _erase_pages(self, pages: list[int]) -> bool:
+    def _erase_pages(self, pages: list[int], mass: bool = False) -> bool:
         if any(not 0 <= p < len(self.pages) for p in pages):
             return False
         seconds = 0.0
@@ -317,7 +317,8 @@ class Stm32Sim(ProtectionCommands, PacedOutputMixin):
             self.flash[offset:offset + size] = b"\xff" * size
             self._store(offset, size)
             self.stats["erased_pages"] += 1
-        self._send(bytes([ACK]), seconds)
+        whole = self.chip.family.mass_erase_seconds
+        self._send(bytes([ACK]), whole if mass and whole is not None else seconds)
         return True
 
     def _erase(self):
@@ -326,7 +327,7 @@ class Stm32Sim(ProtectionCommands, PacedOutputMixin):
             if (yield 1)[0] != 0x00:
                 self._send(bytes([NACK]))
                 return
-            self._erase_pages(list(range(len(self.pages))))
+            self._erase_pages(list(range(len(self.pages))), mass=True)
             return
         rest = yield count + 2
         pages, checksum = list(rest[:-1]), rest[-1]
@@ -342,7 +343,7 @@ class Stm32Sim(ProtectionCommands, PacedOutputMixin):
                 return
             half = len(self.pages) // 2
             pages = {0xFFFF: range(len(self.pages)), 0xFFFE: range(half), 0xFFFD: range(half, len(self.pages))}
-            self._erase_pages(list(pages[count]))
+            self._erase_pages(list(pages[count]), mass=count == 0xFFFF)
             return
         rest = yield 2 * (count + 1) + 1
         pages = [int.from_bytes(rest[i:i + 2], "big") for i in range(0, 2 * (count + 1), 2)]
