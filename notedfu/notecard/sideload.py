@@ -132,9 +132,17 @@ class Sideloader:
 
     # ------------------------------------------------------------ transfer
     def _send(self, image: bytes, chunk: int, result: SideloadResult) -> None:
+        taken = -1  # the offset of the chunk the card took (it may still be writing it away)
+
         def step(offset: int) -> int:
+            """One chunk; a chunk the card took is never sent again (DFU mode lost while it was being
+            written away: only the wait is repeated, once the loop has entered DFU mode again)."""
+            nonlocal taken
             data = image[offset:offset + chunk]
-            self._wait_written(self._put_chunk(offset, data, result.binary))
+            rsp: dict[str, Any] = {"pending": True}
+            if taken != offset:
+                rsp, taken = self._put_chunk(offset, data, result.binary), offset
+            self._wait_written(rsp)
             result.chunks += 1
             return len(data)
 

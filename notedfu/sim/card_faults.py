@@ -27,6 +27,16 @@ class CardFaults:
                 return fault.kind
         return None
 
+    def _fault_before_request(self, fault: str | None) -> Reply | None:
+        """A fault that strikes before the card looks at the request: a reboot (no answer at all), or DFU
+        mode ending (the request then meets the card out of DFU mode)."""
+        if fault == "restart":
+            self.restart()
+            return Reply(b"", self.request_latency, restarted=True)
+        if fault == "dfuexit" and self.hub_mode == "dfu":
+            self.hub_mode = self.mode_before_dfu
+        return None
+
     def _named_fault(self, name: str) -> str | None:
         """A fault aimed at the request called ``name`` (``KIND:REQUEST``), if one is due."""
         for fault in self.config.faults:

@@ -30,6 +30,7 @@ FAULT_KINDS: dict[str, str] = {
     "badb64": "the payload is not valid base64",
     "nonewline": "the answer never ends (no newline)",
     "nohandback": "once N data requests were served, hub.set cannot take the card out of DFU mode ({io})",
+    "dfuexit": "DFU mode ends just before the request (the card's 15-minute timer ran out)",
 }
 """Every fault kind, with what it does."""
 
@@ -39,7 +40,7 @@ DATA_FAULTS = frozenset({"md5", "truncate", "badb64", "drop", "corrupt", "nonewl
 MODE_FAULTS = frozenset({"nohandback"})
 """Faults that hit hub.set rather than a data request."""
 
-WIRE_FAULTS = frozenset({"drop", "corrupt", "garbage", "trace", "halfline", "nonewline", "io", "restart"})
+WIRE_FAULTS = frozenset({"drop", "corrupt", "garbage", "trace", "halfline", "nonewline", "io", "restart", "dfuexit"})
 """Faults that can hit any request named with ``:REQUEST``."""
 
 _SPEC = re.compile(r"^(?P<kind>[a-z0-9]+)(?::(?P<request>[a-z0-9.]+))?(?:@(?P<at>\d+))?(?P<repeat>\+)?$")

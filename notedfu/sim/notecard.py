@@ -135,9 +135,8 @@ class NotecardSim(SideloadRequests, CardFaults):
         self._seq = seq
         self._id = req.get("id") if isinstance(req.get("id"), int) and not isinstance(req.get("id"), bool) else None
         fault = self._named_fault(name)
-        if fault == "restart":
-            self.restart()
-            return Reply(b"", self.request_latency, restarted=True)
+        if (cut := self._fault_before_request(fault)) is not None:
+            return cut
         handler = getattr(self, "_req_" + name.replace(".", "_"), None)
         if fault == "io":
             result: dict | Reply = {"err": f"{name}: I/O error {{io}}"}
