@@ -195,9 +195,10 @@ def cmd_flash(args: argparse.Namespace) -> int:
     elif not driver.reads_chip:
         print(f"flashed {args.image} with {driver.name} in {summary['seconds']:.1f} s")
     else:
-        print(f"flashed {summary['image_bytes']} bytes to {summary['chip']}: {summary['blocks_written']} blocks written"
-              f" ({summary['blocks_skipped']} empty skipped), {summary['pages_erased']} pages erased, verified by "
-              f"{summary['verify_method']}" + (f", {summary['repaired_pages']} pages repaired"
+        print(f"flashed {summary['image_bytes']} bytes to {summary['chip']}: {summary['pages_written']} pages written, "
+              f"{summary['pages_unchanged']} unchanged and skipped, {summary['pages_verified']} verified by "
+              f"{summary['verify_method']} ({summary['blocks_written']} blocks, {summary['blocks_skipped']} empty "
+              f"skipped)" + (f", {summary['repaired_pages']} pages repaired"
                                                  if summary["repaired_pages"] else "")
               + (", application started" if summary["started"] else "") + f" in {summary['seconds']:.1f} s")
     return ExitCode.OK

@@ -227,6 +227,22 @@ def test_half_empty_image_skips_the_empty_blocks(chip_url):
     assert chip.stats["written_blocks"] == 128 - empty + 1  # + 1: the vector table's 8 bytes go alone, last
 
 
+def test_a_small_change_writes_the_changed_page_and_the_vector_page_and_skips_the_rest(chip_url):
+    url, name = chip_url("bootloader=v2")  # the F100's real bootloader: compare and verify read back
+    image = bytearray(app_image(20 * 1024))
+    first = session(url).flash([Segment(BASE, bytes(image))], FlashOptions(run=False))
+    assert (first.pages_written, first.pages_unchanged, first.pages_verified) == (20, 0, 20)
+    again = session(url).flash([Segment(BASE, bytes(image))], FlashOptions(run=False))
+    assert again.unchanged and (again.pages_written, again.pages_unchanged, again.pages_verified) == (0, 20, 0)
+    image[12 * 1024 + 5] ^= 0xFF  # one byte in page 12
+    chip = registry.lookup("stm32", name)
+    erased = chip.stats["erased_pages"]
+    fixed = session(url).flash([Segment(BASE, bytes(image))], FlashOptions(run=False))
+    # Page 12, and page 0 erased first and written last: no half-new image can boot meanwhile.
+    assert (fixed.pages_written, fixed.pages_unchanged, fixed.pages_verified) == (2, 19, 2)
+    assert chip.stats["erased_pages"] - erased == 2 and bytes(chip.flash[:len(image)]) == bytes(image)
+
+
 def test_preserved_region_is_never_erased(chip_url):
     url, name = chip_url()
     target = session(url)

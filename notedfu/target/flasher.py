@@ -173,7 +173,9 @@ class FlashReport:
     blocks_skipped: int = 0
     verify_method: str = ""
     repaired_pages: int = 0
-    pages_unchanged: int = 0  # covered pages the chip already held (compared before erasing)
+    pages_unchanged: int = 0  # covered pages the chip already held (compared before erasing): skipped
+    pages_written: int = 0  # pages erased and written (the first page included when anything differed)
+    pages_verified: int = 0  # written pages read back or CRC-checked afterwards
     unchanged: bool = False  # the chip held the whole image: nothing was erased or written
     started: bool = False
     tool_output: str = ""  # what an external tool printed (its last 2000 characters)
@@ -208,10 +210,12 @@ class Flasher:
         if not pages:
             self.report.unchanged = True
             self.events.step("flash", "the chip already holds this image: nothing to write", phase="compare",
-                             state="done", pages=len(plan.pages), pages_unchanged=len(plan.pages))
+                             state="done", pages=len(plan.pages), pages_written=0, pages_unchanged=len(plan.pages),
+                             pages_verified=0)
             return self.report
         later = [p for p in pages if p is not plan.first]
         first = plan.first if plan.first in pages else None
+        self.report.pages_written = len(pages)
         total = sum(len(b) for page in pages for _, b in page.blocks())
         self.events.step("flash", "erasing", phase="erase", pages=0, pages_total=len(pages))
         if first:
@@ -244,8 +248,11 @@ class Flasher:
                 good, problem = False, exc.message
             if not good:
                 self._repair(first, total, problem)
+        if self.report.verify_method != "none":
+            self.report.pages_verified = len(pages)
         self.events.step("flash", "written and verified", phase="write", done=total, total=total, state="done",
-                         pages=len(pages), pages_unchanged=self.report.pages_unchanged)
+                         pages=len(pages), pages_written=len(pages), pages_unchanged=self.report.pages_unchanged,
+                         pages_verified=self.report.pages_verified)
         return self.report
 
     def differing(self) -> list[PagePlan]:
