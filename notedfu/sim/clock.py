@@ -17,8 +17,11 @@ from typing import Protocol
 class Clock(Protocol):
     """``clock()`` is now, in seconds; ``clock.sleep(s)`` lets ``s`` seconds pass."""
 
-    def __call__(self) -> float: ...
-    def sleep(self, seconds: float) -> None: ...
+    def __call__(self) -> float:
+        """Now, in seconds."""
+
+    def sleep(self, seconds: float) -> None:
+        """Let ``seconds`` pass."""
 
 
 class WallClock:

@@ -100,6 +100,7 @@ class ToolDriver(TargetDriver):
         run_tool(start_command(self.name, self.where))
 
     def describe(self) -> dict[str, Any]:
+        """The tool and where it reaches the target (it learns the chip itself)."""
         return {"backend": self.name, "where": self.where}
 
 

@@ -82,6 +82,8 @@ class TargetStages:
 
 
     def options(self) -> FlashOptions:
+        """How the agent flashes: the configured verify and preserved regions; never started here (the boot
+        stage starts it)."""
         return FlashOptions(verify=self.config.target.verify, run=False,
                             preserve=[parse_region(r) for r in self.config.target.preserve])
 
@@ -96,6 +98,7 @@ class TargetStages:
 
 
     def flash(self, job: Job) -> None:
+        """The flash stage: the staged image checked again, the last-known-good kept, then written."""
         self.events.step("flash", "flashing the target")
         image = [Segment(FLASH_BASE, self.payload(job))]
         driver = self.driver()
@@ -148,6 +151,7 @@ class TargetStages:
 
 
     def boot(self, job: Job) -> str | None:
+        """The boot stage: the driver starts the new firmware (its lines, Go, or the tool's reset)."""
         self.events.step("boot", "starting the new firmware")
         with self.driver() as driver:
             try:
@@ -162,6 +166,7 @@ class TargetStages:
 
 
     def confirm(self, job: Job) -> str | None:
+        """The confirm stage: the new firmware's banner on the console, or ``Unconfirmed``."""
         if job.unchanged:
             self.events.message("the chip already held this image: nothing new to confirm")
             return "skipped"
