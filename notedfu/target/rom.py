@@ -31,6 +31,7 @@ from notedfu.target.lines import LineControl, open_line
 
 DEFAULT_BAUD = 115200
 PARITIES = {"even": serial.PARITY_EVEN, "none": serial.PARITY_NONE}
+SYNC_ROUNDS = 3  # syncs before a NACKed Get is believed
 WRITE_TIMEOUT = 5.0  # a write that cannot drain this long: nothing reads the other end (no hang)
 
 
@@ -107,8 +108,17 @@ class RomBootloaderDriver(TargetDriver):
         """Enter the bootloader (if lines are wired), sync, and identify the chip."""
         if self.lines.wired:
             self.lines.play(self.options.enter)
-        self.bootloader.sync()
-        self.info = info = self.bootloader.info()
+        for attempt in range(SYNC_ROUNDS):
+            self.bootloader.sync()
+            try:
+                self.info = info = self.bootloader.info()
+                break
+            except TargetNack:
+                # The first command after a sync NACKed: the bootloader still held a byte of a pair (a late
+                # answer to a dead host's half frame was taken for the realignment's). A sync completes the
+                # pair; only a chip that keeps refusing Get is an error.
+                if attempt == SYNC_ROUNDS - 1:
+                    raise
         self.chip = chip_for(info.pid)
         if self.chip is None:
             raise TargetError(f"unknown chip id 0x{info.pid:03x}: not in notedfu's chip table",
