@@ -96,6 +96,16 @@ def add_parsers(sub: Any, add_notecard_options: Callable) -> None:
     sign.add_argument("-o", "--output", type=Path, help="write here (default: replace IMAGE)")
     sign.set_defaults(run=cmd_sign)
 
+    pack = sub.add_parser("pack", help="make an update file (.ndfu) to upload to Notehub instead of the .bin: "
+                                       "the image compressed, or a delta against the image the devices run")
+    pack.add_argument("image", type=Path, help="the new firmware (raw .bin, as flashed at the flash base)")
+    pack.add_argument("--from", dest="base", type=Path, metavar="OLD",
+                      help="make a delta against OLD (the .bin the devices run now)")
+    pack.add_argument("--no-compress", action="store_true", help="store the whole image uncompressed")
+    pack.add_argument("--key", type=Path, help="sign the update file with this private key (`notedfu keygen`)")
+    pack.add_argument("-o", "--output", type=Path, required=True, help="the update file to write")
+    pack.set_defaults(run=cmd_pack)
+
 
 # ------------------------------------------------------------------ helpers
 def _config(args: argparse.Namespace):
@@ -293,6 +303,30 @@ def cmd_sign(args: argparse.Namespace) -> int:
     output = args.output or args.image
     write_atomic(output, signed)
     print(f"signed {output}: {len(signed) - TRAILER_SIZE} bytes + {TRAILER_SIZE}-byte trailer")
+    return ExitCode.OK
+
+
+def cmd_pack(args: argparse.Namespace) -> int:
+    """``notedfu pack NEW [--from OLD] -o UPDATE.ndfu``."""
+    from notedfu.files import write_atomic
+    from notedfu.protocol.ndfu import pack, read_header
+    from notedfu.target.image import MAX_BINARY, read_limited
+    from notedfu.update.signature import load_private_key, sign
+
+    key = load_private_key(args.key) if args.key else None  # a bad key fails before any work
+    image = read_limited(args.image, MAX_BINARY)
+    base = read_limited(args.base, MAX_BINARY) if args.base else None
+    for path, data in ((args.image, image), (args.base, base)):
+        if data is not None and not data:
+            raise UsageError(f"image {path} is empty", code="E_IMAGE_FILE")
+    packed = pack(image, base, compress=not args.no_compress)
+    header = read_header(packed)
+    write_atomic(args.output, sign(packed, key) if key else packed)
+    what = f"delta against {args.base} (MD5 {header.base_md5})" if base is not None else header.encoding.name.lower()
+    print(f"{args.output}: {len(packed)} bytes ({len(packed) / len(image):.3f} of the image), {what}"
+          + (", signed" if key else ""))
+    print(f"image: {header.length} bytes, MD5 {header.md5}, CRC-32 {header.crc32:08x}, "
+          f"{header.info.decode(errors='replace') or 'no firmware::info'}")
     return ExitCode.OK
 
 

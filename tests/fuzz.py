@@ -19,6 +19,7 @@ with atheris.instrument_imports():
     from notedfu.errors import NotedfuError
     from notedfu.protocol.cobs import CobsError, cobs_decode
     from notedfu.protocol.firmware import firmware_info
+    from notedfu.protocol.ndfu import MAGIC, DeltaBaseError, UpdateFileError, unpack
     from notedfu.protocol.notecard import AnswerReader, check_crc
     from notedfu.sim.stm32 import Stm32Sim
     from notedfu.target.image import load_image
@@ -77,7 +78,15 @@ def control(data: bytes) -> None:
         pass
 
 
-TARGETS = {f.__name__: f for f in (notecard_answer, cobs, an3155, image, trailer, control)}
+def update_file(data: bytes) -> None:
+    """An update file (.ndfu) as downloaded: header, info and payload; the base is the input's own start."""
+    try:
+        unpack(MAGIC + data, lambda header: data[:header.base_length])
+    except (UpdateFileError, DeltaBaseError):
+        pass
+
+
+TARGETS = {f.__name__: f for f in (notecard_answer, cobs, an3155, image, trailer, control, update_file)}
 
 
 def main() -> None:

@@ -25,10 +25,10 @@ class Rig(SimulatedRig):
     """The simulated rig with test-friendly speeds, and `notedfu update` run against it."""
 
     def __init__(self, tmp: Path, offered: bytes, installed: bytes, chip_faults: tuple[str, ...] = (),
-                 lines: bool = False, card_clock=None, **card_opts) -> None:
+                 lines: bool = False, card_clock=None, offered_name: str = "firmware.bin", **card_opts) -> None:
         card = {"profile": "usb", "mode": "continuous", "latency": "0.01", "per_kib": "0.005", "ready_delay": "0",
                 **card_opts}
-        super().__init__(tmp, RigSetup(offered, installed, card=card, chip_faults=chip_faults,
+        super().__init__(tmp, RigSetup(offered, installed, offered_name, card=card, chip_faults=chip_faults,
                                        chip_time_scale=0.1, chip_baud=921600, lines=lines,
                                        card_clock=card_clock))
         self.tmp = tmp

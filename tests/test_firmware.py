@@ -41,11 +41,57 @@ def test_firmware_rebuilds_byte_identical(tmp_path):
     done = subprocess.run(["make", "-C", str(copy), "check"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert sorted(line.split(":")[0] for line in done.stdout.splitlines() if "reproducible" in line) == \
-        ["demo-1.0.0.bin", "demo-1.1.0.bin", "demo-1.2.0-broken.bin"]
+        ["demo-1.0.0.bin", "demo-1.1.0.bin", "demo-1.2.0-broken.bin", "sensor-2.0.0.bin", "sensor-2.0.1.bin"]
     bluepill = subprocess.run(["make", "-C", str(copy), "BOARD=bluepill"], capture_output=True, text=True,
                               timeout=120)
     assert bluepill.returncode == 0, bluepill.stderr
     assert b"booted on bluepill" in (copy / "build" / "bluepill" / "demo-1.1.0.bin").read_bytes()
+
+
+SENSOR_VERSIONS = ("2.0.0", "2.0.1")
+
+
+@pytest.mark.parametrize("version", SENSOR_VERSIONS)
+def test_the_sensor_firmware_is_a_realistic_size_and_carries_its_version(version):
+    image = (FIRMWARE / "prebuilt" / f"sensor-{version}.bin").read_bytes()
+    assert 60 * 1024 <= len(image) <= 128 * 1024  # newlib, printf, a shell and tables: a product's size
+    assert firmware_info(image)["version"] == version and firmware_info(image)["product"] == "notedfu-sensor"
+
+
+def test_the_sensor_pair_differs_by_a_fix_in_one_function_and_its_version():
+    """What a delta update is for: most pages identical, the fix moving only the code after it."""
+    old, new = ((FIRMWARE / "prebuilt" / f"sensor-{v}.bin").read_bytes() for v in SENSOR_VERSIONS)
+    pages = [at for at in range(0, max(len(old), len(new)), 1024) if old[at:at + 1024] != new[at:at + 1024]]
+    assert 1 <= len(pages) <= 10 and pages[0] > 32 * 1024, pages  # the libraries in front never move
+
+
+@pytest.mark.skipif(not qemu_available(), reason="qemu-system-arm is not installed (apt-get install qemu-system-arm)")
+@pytest.mark.parametrize("version", SENSOR_VERSIONS)
+def test_the_sensor_firmware_boots_in_qemu_and_answers_its_shell(version, tmp_path):
+    """The banner, then a shell command over the same console: 2.0.0 rounds every reading down to a whole
+    degree (the bug), 2.0.1 interpolates (the fix)."""
+    import re
+    import time
+
+    from notedfu.ports import serial_for_url
+
+    flash = tmp_path / "flash.bin"
+    flash.write_bytes((FIRMWARE / "prebuilt" / f"sensor-{version}.bin").read_bytes())
+    console = serial_for_url(f"qemu://{flash}", timeout=0.2)
+    try:
+        output, deadline = b"", time.monotonic() + 20
+        while b"booted on qemu-vldiscovery" not in output and time.monotonic() < deadline:
+            output += console.read(4096)
+        assert f"notedfu-sensor {version} booted on qemu-vldiscovery".encode() in output, output
+        console.write(b"raw 2\r")
+        while not re.search(rb"= -?\d+\.\d+ C", output) and time.monotonic() < deadline:
+            output += console.read(4096)
+    finally:
+        console.close()
+    celsius = re.search(rb"channel 2: \d+ counts = (-?\d+\.\d+) C", output)
+    assert celsius, output
+    whole = float(celsius.group(1)) == int(float(celsius.group(1)))
+    assert whole == (version == "2.0.0"), celsius.group(0)
 
 
 def test_the_broken_image_boots_but_carries_no_banner():

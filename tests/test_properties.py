@@ -144,3 +144,71 @@ def test_a_control_request_parses_or_is_refused_with_a_stable_code(line):
         return
     assert isinstance(request, dict) and isinstance(request.get("cmd"), str)
 
+
+
+# ------------------------------------------------------------------ update files (.ndfu)
+firmware_like = st.binary(min_size=1, max_size=4096).map(lambda b: b"\x00" + b + b'firmware::info:{"version":"9.9.9"}')  # never starts with the magic
+
+
+def _edited(base: bytes, data) -> bytes:
+    """``base`` with a few bytes changed, inserted or removed: what a fix release does to an image."""
+    out = bytearray(base)
+    for _ in range(data.draw(st.integers(0, 4))):
+        at = data.draw(st.integers(0, len(out)))
+        action = data.draw(st.sampled_from(["set", "insert", "delete"]))
+        if action == "set" and at < len(out):
+            out[at] = data.draw(st.integers(0, 255))
+        elif action == "insert":
+            out[at:at] = data.draw(st.binary(min_size=1, max_size=16))
+        elif len(out) > 1:
+            del out[at:at + data.draw(st.integers(1, 8))]
+    return bytes(out) or b"\x00"
+
+
+@FAST
+@given(image=firmware_like, compress=st.booleans())
+def test_a_packed_image_unpacks_to_itself(image, compress):
+    from notedfu.protocol.ndfu import pack, unpack
+
+    packed = pack(image, compress=compress)
+    header, rebuilt = unpack(packed)
+    assert rebuilt == image and header.length == len(image)
+    assert firmware_info(packed) == firmware_info(image)  # the version readable as Notehub reads it
+
+
+@FAST
+@given(base=firmware_like, data=st.data())
+def test_a_delta_applied_to_its_base_rebuilds_the_new_image(base, data):
+    from notedfu.protocol.ndfu import pack, unpack
+
+    new = _edited(base, data)
+    header, rebuilt = unpack(pack(new, base), lambda h: base)
+    assert rebuilt == new and header.base_length == len(base)
+
+
+@FAST
+@given(base=firmware_like, data=st.data())
+def test_any_damaged_byte_of_an_update_file_is_refused(base, data):
+    """One flipped byte anywhere — header, info or payload — never rebuilds a wrong image: it is refused with
+    E_UPDATE_FILE (or E_DELTA_BASE when the flip falls in the base's MD5 or length), or — where it hit bits
+    nothing reads, like the padding of a compressed stream's last byte — rebuilds exactly the right one."""
+    from notedfu.protocol.ndfu import HEADER_SIZE, DeltaBaseError, UpdateFileError, pack, unpack
+
+    new = _edited(base, data)
+    packed = bytearray(pack(new, base if data.draw(st.booleans()) else None))
+    at = data.draw(st.integers(0, len(packed) - 1))
+    packed[at] ^= data.draw(st.integers(1, 255))
+    try:
+        _, rebuilt = unpack(bytes(packed), lambda h: base)
+    except (UpdateFileError, DeltaBaseError):
+        return
+    assert rebuilt == new and at >= HEADER_SIZE
+
+
+@FAST
+@given(junk=st.binary(max_size=600))
+def test_arbitrary_bytes_after_the_magic_are_refused_cleanly(junk):
+    from notedfu.protocol.ndfu import MAGIC, DeltaBaseError, UpdateFileError, unpack
+
+    with pytest.raises((UpdateFileError, DeltaBaseError)):
+        unpack(MAGIC + junk, lambda h: b"")

@@ -10,20 +10,9 @@
 #include <stdint.h>
 
 #include "board.h"
+#include "fwinfo.h"
 
-#ifndef FW_VERSION
-#error "build with -DFW_VERSION=\"X.Y.Z\" (see the Makefile)"
-#endif
-
-#define STR2(x) #x
-#define STR(x) STR2(x)
-
-/* Kept in the image even though nothing reads it at run time. */
-__attribute__((used, section(".rodata.fwinfo")))
-const char firmware_info[] =
-    "firmware::info:{\"org\":\"notedfu\",\"product\":\"notedfu-demo\",\"version\":\"" FW_VERSION
-    "\",\"ver_major\":" STR(FW_MAJOR) ",\"ver_minor\":" STR(FW_MINOR) ",\"ver_patch\":" STR(FW_PATCH)
-    ",\"board\":\"" BOARD_NAME "\"}";
+FIRMWARE_INFO("notedfu-demo");
 
 static void console_init(void)
 {

@@ -58,7 +58,7 @@ class Serial(SerialBase):
             raise SerialException(f"no flash file {flash!r} for QEMU to boot")
         self._process = subprocess.Popen(
             [QEMU, "-M", MACHINE, "-nographic", "-monitor", "none", "-serial", "stdio", "-kernel", flash],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.PIPE,
             start_new_session=True,  # a Ctrl-C meant for notedfu does not kill the board behind its back
             preexec_fn=_die_with_parent)  # … but notedfu killed outright does: no orphaned QEMU
         self._selector = selectors.DefaultSelector()
@@ -73,6 +73,7 @@ class Serial(SerialBase):
             self.is_open = False
             self._selector.close()
             self._process.kill()
+            self._process.stdin.close()
             self._process.wait()
 
     def _pump(self, timeout: float) -> None:
@@ -109,9 +110,14 @@ class Serial(SerialBase):
         return data
 
     def write(self, data: bytes) -> int:
-        """The demo firmware reads nothing: accepted and dropped."""
+        """Typed into the board's console (USART1 RX); the demo firmware ignores it, the sensor's shell reads it."""
         if not self.is_open:
             raise PortNotOpenError()
+        try:
+            self._process.stdin.write(data)
+            self._process.stdin.flush()
+        except (BrokenPipeError, ValueError) as exc:
+            raise SerialException(f"the board's console ended: {exc}") from exc
         return len(data)
 
     def reset_input_buffer(self) -> None:

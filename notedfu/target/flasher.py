@@ -264,9 +264,9 @@ class Flasher:
         if not self.options.compare or self.report.verify_method == "none":
             return list(pages)
         differing = self._checked_pages(pages, "compare", "comparing with what the chip holds", len(pages))
-        self.report.pages_unchanged = len(pages) - len(differing)
         if differing and self.plan.first is not None and self.plan.first not in differing:
             differing.append(self.plan.first)  # erased first, so no half-new image can boot meanwhile
+        self.report.pages_unchanged = len(pages) - len(differing)  # skipped: the pages not written
         return [p for p in pages if p in differing]
 
     def _checked_pages(self, pages: list[PagePlan], phase: str, name: str, total: int) -> list[PagePlan]:

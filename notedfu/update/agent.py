@@ -35,6 +35,7 @@ from notedfu.update.job import DOWNLOAD_STAGES, Job, JobStore, job_summary
 from notedfu.update.signature import public_key_from_text, split_signed
 from notedfu.update.endings import JobEndings, Outcome, clock
 from notedfu.update.policy import decide
+from notedfu.update.rebuild import Rebuilder
 from notedfu.update.target_stages import TargetStages
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ class Updater:
         self.store = JobStore(root, warn)
         self.public_key = public_key_from_text(config.policy.public_key) if config.policy.public_key else None
         self.target = TargetStages(config, self.events, self.store, self.staging, self.public_key)
+        self.rebuilder = Rebuilder(self.staging, self.events, self.target.read_chip)
         self.endings = JobEndings(config, self.events, self.store, lambda: self.client)
         self.client: CardClient | None = None
         self.job: Job | None = None  # the job being processed, for status answers
@@ -323,9 +325,11 @@ class Updater:
         return None
 
     def _check_image(self, job: Job) -> None:
-        """The signature (with a key configured), and the version the image says it is."""
+        """The signature (with a key configured), an update file rebuilt into its image, and the version the
+        image says it is."""
         if self.public_key is not None:
             self.events.step("verify", "checking the image's Ed25519 signature")
+        self.rebuilder.rebuild(job, self.target.package(job))
         payload = self.target.payload(job)
         if not job.version:
             version = firmware_info(payload).get("version")
@@ -342,8 +346,9 @@ class Updater:
         return self.target.confirm(job)
 
     def _stage_report(self, job: Job) -> str | None:
-        self.store.set_installed(job.version, job.md5)
-        self.staging.prune(keep={job.md5})  # the image the chip now holds: the next update's last-known-good
+        image_md5 = job.built.get("md5", job.md5)
+        self.store.set_installed(job.version, image_md5, package=job.md5 if job.built else "")
+        self.staging.prune(keep={image_md5})  # the image the chip now holds: the next last-known-good and delta base
         result: str | None = None
         if self.client is None:
             self.events.message("no Notecard configured: nothing reported to Notehub")

@@ -65,6 +65,7 @@ class Job:
     flash_started: bool = False  # an attempt began writing the target (a later one may find it all there)
     lkg: dict[str, Any] = field(default_factory=dict)  # the last-known-good image (md5, version), kept before flashing
     rolled_back: dict[str, Any] = field(default_factory=dict)  # what the chip was rolled back to, and whether it confirmed
+    built: dict[str, Any] = field(default_factory=dict)  # an update file's rebuilt image (md5, length, encoding, base)
     created: float = field(default_factory=time.time)
     updated: float = field(default_factory=time.time)
 
@@ -110,7 +111,8 @@ def load_job(path: Path) -> Job | None:
         valid = (isinstance(job.id, str) and is_md5(job.md5) and isinstance(job.length, int)
                  and job.state in (*TERMINAL, "processing") and isinstance(job.attempts, int)
                  and isinstance(job.retry_at, (int, float)) and isinstance(job.error, dict)
-                 and isinstance(job.lkg, dict) and isinstance(job.rolled_back, dict)
+                 and isinstance(job.lkg, dict) and isinstance(job.rolled_back, dict) and isinstance(job.built, dict)
+                 and (not job.built or is_md5(job.built.get("md5")))
                  and all(isinstance(s.state, str) for s in job.stages.values()))
     except (TypeError, ValueError, AttributeError, KeyError):
         return None
@@ -165,9 +167,10 @@ class JobStore:
         """``{"version": …, "md5": …}`` of what the target runs, as last confirmed."""
         return read_json(self.installed_path) or {}
 
-    def set_installed(self, version: str, md5: str) -> None:
-        """Record what the target now runs."""
-        write_json_atomic(self.installed_path, {"version": version, "md5": md5, "time": time.time()})
+    def set_installed(self, version: str, md5: str, package: str = "") -> None:
+        """Record what the target now runs: the image ``md5``, and the update file it came in (``package``)."""
+        record = {"version": version, "md5": md5, "time": time.time()}
+        write_json_atomic(self.installed_path, {**record, "package": package} if package else record)
 
     def forget_installed(self) -> None:
         """The chip does not hold what the record says (a board swapped, reflashed by hand): drop the record."""

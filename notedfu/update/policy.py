@@ -24,7 +24,7 @@ def decide(job: Job, store: JobStore, policy: PolicyConfig, events: Events, *, f
     if force or not installed.get("md5"):
         return "install"
     order = compare_versions(job.version, installed.get("version", ""))
-    if installed["md5"] == job.md5:
+    if job.md5 in (installed["md5"], installed.get("package")):  # the image, or the update file it came in
         verdict = "up_to_date"
     elif order == -1 and not policy.allow_downgrade:
         verdict = "downgrade"

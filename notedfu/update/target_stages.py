@@ -62,9 +62,10 @@ class TargetStages:
         return held
 
 
-    def payload(self, job: Job) -> bytes:
-        """The bytes to flash: the staged image, its MD5 checked again right now (the file may have changed
-        on disk since it was verified), its signature checked (if a key is set), the trailer removed."""
+    def package(self, job: Job) -> bytes:
+        """The downloaded (or given) file, its MD5 checked again right now (the file may have changed on disk
+        since it was verified) and its signature checked (if a key is set), the trailer removed: an image, or
+        an update file (:mod:`notedfu.update.rebuild`)."""
         path = self.staging.paths(job.md5)[2]
         try:
             data = path.read_bytes()
@@ -80,6 +81,34 @@ class TargetStages:
                                code="E_STAGING", permanent=job.source != "NOTECARD")
         return verified_payload(data, self.public_key)
 
+    def payload(self, job: Job) -> bytes:
+        """The bytes to flash: the image an update file was rebuilt into, or the staged image itself (each
+        checked again against its MD5 right now)."""
+        if not job.built:
+            return self.package(job)
+        md5 = job.built["md5"]
+        path = self.staging.paths(md5)[2]
+        data = path.read_bytes() if path.exists() else b""
+        if md5_hex(data) != md5:
+            self.staging.discard(md5)
+            job.built, job.stages["verify"].state = {}, "pending"  # rebuilt from the update file next time
+            raise NotedfuError(f"the rebuilt image {path} is missing or changed on disk: it is rebuilt from the "
+                               "update file on the next attempt", code="E_STAGING")
+        return data
+
+    def read_chip(self) -> bytes | None:
+        """The chip's image read back, then started again; ``None`` where that cannot be done here (no target,
+        no BOOT0/NRST lines — reading would stop the running firmware for good — or a tool that cannot read)."""
+        if not self.config.target.spec or not self.lines_wired():
+            return None
+        driver = self.driver()
+        if not driver.reads_chip:
+            return None
+        with driver:
+            driver.connect()
+            data = driver.read_image()
+            driver.start()
+        return data
 
     def options(self) -> FlashOptions:
         """How the agent flashes: the configured verify and preserved regions; never started here (the boot
