@@ -133,6 +133,14 @@ def build_parser() -> argparse.ArgumentParser:
     flash.add_argument("--no-peer", action="store_true", help="skip stm32flash and stm32loader")
     flash.add_argument("--json", action="store_true", help="print the results as JSON")
     flash.set_defaults(run=cmd_bench_flash)
+    update = bench_sub.add_parser("update", help="the whole update of the sensor pair (card → host → chip → boot): "
+                                                 "plain .bin, compressed, delta, and Blues' approach")
+    update.add_argument("--profile", action="append", metavar="NAME",
+                        help="profile(s) to run (default uart9600, aux115200, i2c100k)")
+    update.add_argument("--variant", action="append", choices=("bin", "xz", "delta", "blues"),
+                        help="variant(s) to run (default all; blues needs stm32flash)")
+    update.add_argument("--json", action="store_true", help="print the results as JSON")
+    update.set_defaults(run=cmd_bench_update)
     return parser
 
 
@@ -150,6 +158,13 @@ def cmd_bench_flash(args: argparse.Namespace) -> int:
     from notedfu.bench_flash import run_flash_bench
 
     return run_flash_bench(args.size, peers=not args.no_peer, as_json=args.json)
+
+
+def cmd_bench_update(args: argparse.Namespace) -> int:
+    """``notedfu bench update``."""
+    from notedfu.bench_update import run_update_bench
+
+    return run_update_bench(args.profile, args.variant, as_json=args.json)
 
 
 # ------------------------------------------------------------------ entry point

@@ -227,6 +227,31 @@ def test_half_empty_image_skips_the_empty_blocks(chip_url):
     assert chip.stats["written_blocks"] == 128 - empty + 1  # + 1: the vector table's 8 bytes go alone, last
 
 
+def test_what_a_session_read_is_not_read_again_until_something_may_have_changed_it(chip_url):
+    """The rollback check (holds) reads the chip back; the flash plan's compare in the same session reuses
+    those reads instead of a second read-back (an F1 has no CRC command). A write, an erase or a new sync
+    forgets them: verification always reads the chip."""
+    url, name = chip_url("bootloader=v2")
+    old = app_image(16 * 1024)
+    session(url).flash([Segment(BASE, old)], FlashOptions(run=False))
+    chip = registry.lookup("stm32", name)
+    target = session(url)
+    read_before = chip.stats["read_bytes"]
+    assert target.holds([Segment(BASE, old)])
+    assert chip.stats["read_bytes"] - read_before == len(old)  # every byte read once
+    new = bytearray(old)
+    new[9 * 1024] ^= 0xFF
+    report = target.flash([Segment(BASE, bytes(new))], FlashOptions(run=False))
+    assert (report.pages_written, report.pages_unchanged) == (2, 14) and bytes(chip.flash[:len(new)]) == bytes(new)
+    # The compare fetched nothing; the erased first page's vector table (8 bytes) and the two written pages
+    # were read back to check them.
+    assert chip.stats["read_bytes"] - read_before == len(old) + 8 + 2 * 1024
+    assert target.bootloader.stats.known_reads == len(old)
+    target.connect()  # a new sync: a new session (connect reads the 2-byte flash-size register again too)
+    assert target.holds([Segment(BASE, bytes(new))])
+    assert chip.stats["read_bytes"] - read_before == 2 + 2 * len(old) + 8 + 2 * 1024
+
+
 def test_a_small_change_writes_the_changed_page_and_the_vector_page_and_skips_the_rest(chip_url):
     url, name = chip_url("bootloader=v2")  # the F100's real bootloader: compare and verify read back
     image = bytearray(app_image(20 * 1024))

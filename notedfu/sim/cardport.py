@@ -57,6 +57,7 @@ class CardPort(PacedOutputMixin):
                 if self.output.byte_seconds else now
             self._in_wire_free = arrived
             self.bytes_in += len(data)
+            self.card.wire_bytes += len(data)
             if now - self._last_write > BURST_GAP:
                 self._burst = 0
             if self._binary_left and now - self._last_write > BINARY_TIMEOUT:
@@ -121,3 +122,4 @@ class CardPort(PacedOutputMixin):
         for message in reply.data.splitlines(keepends=True) + ([reply.tail] if reply.tail else []):
             self.output.push(message, ready)
         self.bytes_out += len(reply.data) + len(reply.tail)
+        self.card.wire_bytes += len(reply.data) + len(reply.tail)

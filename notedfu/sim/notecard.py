@@ -66,10 +66,9 @@ class NotecardSim(SideloadRequests, CardFaults):
         self.dfu_state = "idle"
         self.dfu_status_text = ""
         self.download_started = 0.0
-        # What the host told Notehub, for tests and the demo summary.
-        self.reports: list[dict[str, Any]] = []
+        self.reports: list[dict[str, Any]] = []  # what the host told Notehub, for tests and the demo summary
         self.host_version: Any = None
-        # Counters.
+        self.wire_bytes = 0  # every byte over the link, both ways, all connections (counted by CardPort)
         self.requests: dict[str, int] = {}
         self.data_requests = 0
         self.served: bytearray = bytearray()

@@ -77,13 +77,14 @@ class Updater:
         self._last_idle: dict[str, Any] = {}
         self.continuing = False  # this run continues a job an earlier run left unfinished
         self.download: Download | None = None  # the image being read from the card (enter_dfu … exit_dfu)
+        self._offer: dict[str, Any] | None = None  # the dfu.status this run's new job was made from
 
     # ------------------------------------------------------------ cycle
     def run(self, local: LocalImage | None = None) -> Outcome:
         """One cycle; refuses at once if another agent holds the state directory."""
         with self.staging.claimed():
             self.target.flashing = self.continuing = False
-            self.download = None
+            self.download = self._offer = None
             try:
                 return self._run(local)
             finally:
@@ -131,6 +132,7 @@ class Updater:
             return self._start_local(local)
         self.downloader.mode.repair()
         status = self.downloader.dfu_status()
+        self._offer = status  # the download begins with it (no second 500-byte dfu.status on a slow link)
         mode = status.get("mode")
         if mode == "downloading":
             self._idle(state="downloading", detail=str(status.get("status", "")))
@@ -293,8 +295,9 @@ class Updater:
 
     def _stage_enter_dfu(self, job: Job) -> str | None:
         """What the card offers must still be this job's image; then DFU mode (unless it is staged)."""
+        offer, self._offer = self._offer, None
         try:
-            self.download = download = self.downloader.begin()
+            self.download = download = self.downloader.begin(offer)
         except NoImage as exc:
             raise ImageSuperseded(f"the Notecard no longer offers image {job.md5} ({exc.message})") from exc
         if download.image.md5 != job.md5:
