@@ -39,6 +39,7 @@ from typing import Any
 from notedfu.protocol.notecard import add_crc
 from notedfu.specs import parse_spec
 from notedfu.sim.card_config import SimConfig
+from notedfu.sim.clock import ManualClock
 from notedfu.sim.notecard import NotecardSim
 from notedfu.sim.timing import LinkProfile, profile
 
@@ -80,15 +81,15 @@ def lower_bound(image: bytes, link: LinkProfile, max_chunk: int = 8192) -> tuple
     """Seconds of the ideal transfer on ``link``, and the encoding that gives it."""
     best: tuple[float, str] | None = None
     for encoding in ("binary", "base64"):
-        clock = 1e6
-        card = NotecardSim(SimConfig(image=image, max_chunk=max_chunk), link, clock=lambda: clock)
+        clock = ManualClock(1e6)  # no server runs here: the card's time is what the ideal sequence spent
+        card = NotecardSim(SimConfig(image=image, max_chunk=max_chunk), link, clock=clock)
         seq = 0
         seconds = 0.0
 
         def ask(req: dict[str, Any]) -> dict[str, Any]:
-            nonlocal seq, seconds, clock
+            nonlocal seq, seconds
             line = add_crc(json.dumps(req, separators=(",", ":")), seq).encode() + b"\n"
-            reply = card.handle(line[:-1], now=clock)
+            reply = card.handle(line[:-1], now=clock())
             seq += 1
             answer = reply.data + reply.tail
             if link.is_i2c:
@@ -97,13 +98,14 @@ def lower_bound(image: bytes, link: LinkProfile, max_chunk: int = 8192) -> tuple
             else:
                 wire = link.wire_seconds(len(line) + len(answer))
             seconds += wire + reply.card_seconds
-            clock += wire + reply.card_seconds
+            clock.advance(wire + reply.card_seconds)
             return json.loads(reply.data)
 
         ask({"req": "dfu.status", "name": "user"})
         ask({"req": "hub.get"})
         ask({"req": "hub.set", "mode": "dfu"})
-        seconds, clock = seconds + card.ready_delay, clock + card.ready_delay  # DFU storage powering up
+        seconds += card.ready_delay  # DFU storage powering up
+        clock.advance(card.ready_delay)
         assert "err" not in ask({"req": "dfu.get", "length": 0})
         for offset in range(0, len(image), max_chunk):
             length = min(max_chunk, len(image) - offset)

@@ -53,6 +53,8 @@ VARIANTS = ("bin", "xz", "delta", "blues")
 OLD, NEW = "2.0.0", "2.0.1"
 BANNER = "notedfu-sensor {version} booted"
 BOOTLOADER = "v2"  # the STM32F100's real ROM bootloader (AN2606: v2.2, no Get Checksum)
+BOOTLOADERS = {"v2": "v2.2, its real one: no CRC command, pages compared by reading them back",
+               "v3crc": "v3.1 + Get Checksum, a what-if: pages compared by CRC"}
 PARTS = {"card": ("check", "enter_dfu", "transfer", "verify", "exit_dfu"), "flash": ("flash",),
          "boot": ("boot", "confirm"), "report": ("report",)}
 TARGETS = {  # on uart9600: (what, at most)
@@ -87,9 +89,10 @@ class _FlashSteps:
             self.pages = {k: event[k] for k in ("pages_written", "pages_unchanged") if k in event}
 
 
-def _rig(workdir: Path, name: str, offered: bytes, offered_name: str, old: bytes, lines: bool) -> SimulatedRig:
+def _rig(workdir: Path, name: str, offered: bytes, offered_name: str, old: bytes, lines: bool,
+         bootloader: str) -> SimulatedRig:
     return SimulatedRig(workdir, RigSetup(offered, old, offered_name, card={"profile": name},
-                                          bootloader=BOOTLOADER, lines=lines))
+                                          bootloader=bootloader, lines=lines))
 
 
 def _card_spec(rig: SimulatedRig, name: str) -> str:
@@ -100,13 +103,14 @@ def _card_spec(rig: SimulatedRig, name: str) -> str:
     return f"i2c:sim://notecard?name=bench-update-{id(rig)}"
 
 
-def run_ours(name: str, variant: str, old: bytes, new: bytes, workdir: Path) -> dict[str, Any]:
+def run_ours(name: str, variant: str, old: bytes, new: bytes, workdir: Path,
+             bootloader: str = BOOTLOADER) -> dict[str, Any]:
     """One update by the agent on a fresh rig."""
     from notedfu.update.agent import Updater
 
     offered, offered_name = offered_file(variant, old, new)
     steps = _FlashSteps()
-    with _rig(workdir, name, offered, offered_name, old, lines=True) as rig:
+    with _rig(workdir, name, offered, offered_name, old, True, bootloader) as rig:
         config = Config()
         config.notecard.spec = _card_spec(rig, name)
         config.target.spec, config.target.boot0, config.target.reset = (rig.target_port, rig.boot0_line,
@@ -127,7 +131,7 @@ def run_ours(name: str, variant: str, old: bytes, new: bytes, workdir: Path) -> 
                 "parts": parts, "seconds": seconds}
 
 
-def run_blues(name: str, old: bytes, new: bytes, workdir: Path) -> dict[str, Any]:
+def run_blues(name: str, old: bytes, new: bytes, workdir: Path, bootloader: str = BOOTLOADER) -> dict[str, Any]:
     """The anchor: note-python's python-dfu sequence, stm32flash writing every page, QEMU booting it."""
     import notecard
     import serial
@@ -136,7 +140,7 @@ def run_blues(name: str, old: bytes, new: bytes, workdir: Path) -> dict[str, Any
     from notedfu.notecard.i2c_link import Smbus2Adapter
     from notedfu.sim.i2c import SimI2CBus
 
-    with _rig(workdir, name, new, f"sensor-{NEW}.bin", old, lines=False) as rig:
+    with _rig(workdir, name, new, f"sensor-{NEW}.bin", old, False, bootloader) as rig:
         image = workdir / "image.bin"
         started = time.monotonic()
         if profile(name).is_i2c:
@@ -161,7 +165,7 @@ def run_blues(name: str, old: bytes, new: bytes, workdir: Path) -> dict[str, Any
 
 
 def run_update_bench(profiles: list[str] | None = None, variants: list[str] | None = None,
-                     as_json: bool = False) -> int:
+                     as_json: bool = False, bootloader: str = BOOTLOADER) -> int:
     """Run the benchmark and print its table; exit code 0 if every update ended with the new image booted."""
     if not qemu_available():
         print("notedfu bench update needs qemu-system-arm (the boot is part of the update)", file=sys.stderr)
@@ -172,9 +176,9 @@ def run_update_bench(profiles: list[str] | None = None, variants: list[str] | No
     for name in profiles or PROFILES:
         for variant in chosen:
             with tempfile.TemporaryDirectory(prefix="notedfu-bench-update-") as tmp:
-                row = run_blues(name, old, new, Path(tmp)) if variant == "blues" else \
-                    run_ours(name, variant, old, new, Path(tmp))
-            row.update(profile=name, image_bytes=len(new))
+                row = run_blues(name, old, new, Path(tmp), bootloader) if variant == "blues" else \
+                    run_ours(name, variant, old, new, Path(tmp), bootloader)
+            row.update(profile=name, image_bytes=len(new), bootloader=bootloader)
             rows.append(row)
             if not as_json:
                 print(f"  {name} {variant}: {row['seconds']:.2f} s, {row['link_bytes']} bytes over the link"
@@ -204,8 +208,9 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         if row["profile"] == "uart9600" and row["variant"] == "xz":
             checks.append(("xz link bytes ÷ image", per_image, TARGETS["xz_bytes"]))
     lines.append("")
-    lines.append(f"STM32F100 with its real bootloader ({BOOTLOADER}: no CRC command), 115200 baud; image "
-                 f"sensor-{NEW} {rows[0]['image_bytes'] if rows else 0} bytes over sensor-{OLD}")
+    bootloader = rows[0]["bootloader"] if rows else BOOTLOADER
+    lines.append(f"STM32F100, bootloader {BOOTLOADERS[bootloader]}; 115200 baud; image sensor-{NEW} "
+                 f"{rows[0]['image_bytes'] if rows else 0} bytes over sensor-{OLD}")
     lines += [f"target (uart9600) {what} ≤ {want:.2f}: {value:.3f} {'ok' if value <= want else 'MISSED'}"
               for what, value, want in checks]
     return "\n".join(lines)

@@ -139,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="profile(s) to run (default uart9600, aux115200, i2c100k)")
     update.add_argument("--variant", action="append", choices=("bin", "xz", "delta", "blues"),
                         help="variant(s) to run (default all; blues needs stm32flash)")
+    update.add_argument("--bootloader", choices=("v2", "v3crc"), default="v2",
+                        help="the emulated F100's bootloader: v2 (its real one, default) or v3crc (what-if: CRC)")
     update.add_argument("--json", action="store_true", help="print the results as JSON")
     update.set_defaults(run=cmd_bench_update)
     return parser
@@ -164,7 +166,7 @@ def cmd_bench_update(args: argparse.Namespace) -> int:
     """``notedfu bench update``."""
     from notedfu.bench_update import run_update_bench
 
-    return run_update_bench(args.profile, args.variant, as_json=args.json)
+    return run_update_bench(args.profile, args.variant, as_json=args.json, bootloader=args.bootloader)
 
 
 # ------------------------------------------------------------------ entry point

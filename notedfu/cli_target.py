@@ -159,7 +159,7 @@ def cmd_flash(args: argparse.Namespace) -> int:
     """``notedfu flash``."""
     from notedfu.cli_common import events_for
     from notedfu.protocol.chips import FLASH_BASE
-    from notedfu.target.flasher import FlashOptions
+    from notedfu.target.plan import FlashOptions
     from notedfu.target.image import load_image
 
     _check_target_args(args)

@@ -26,11 +26,35 @@ from notedfu.config import Config
 from notedfu.errors import ExitCode, Interrupted, UsageError
 from notedfu.cli_render import LogSink, RichProgress
 from notedfu.events import STEPS, Events, json_lines_sink
-from notedfu.sim.rig import BANNER, FIRMWARE_DIR, RigSetup, SimulatedRig, demo_image
+from notedfu.sim.rig import BANNER, FIRMWARE_DIR, RigSetup, SimulatedRig
 from notedfu.sim.timing import PROFILES
 
-OLD, NEW = "1.0.0", "1.1.0"
 QEMU_HINT = "sudo apt-get install qemu-system-arm"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """What the demo installs over what."""
+
+    product: str  # the firmware's file stem under firmware/prebuilt
+    old: str
+    new: str
+    banner: str
+    delta: bool = False  # the card offers `notedfu pack NEW --from OLD` instead of the .bin
+
+    def images(self, firmware: Path) -> tuple[bytes, bytes, bytes, str]:
+        """(old image, new image, what the card offers, its name)."""
+        old = (firmware / f"{self.product}-{self.old}.bin").read_bytes()
+        new = (firmware / f"{self.product}-{self.new}.bin").read_bytes()
+        if not self.delta:
+            return old, new, new, f"{self.product}-{self.new}.bin"
+        from notedfu.protocol.ndfu import pack
+
+        return old, new, pack(new, old), f"{self.product}-{self.new}.ndfu"
+
+
+PLAIN = Scenario("demo", "1.0.0", "1.1.0", BANNER)
+DELTA = Scenario("sensor", "2.0.0", "2.0.1", "notedfu-sensor {version} booted", delta=True)
 
 
 def add_parser(sub: Any) -> None:
@@ -41,11 +65,14 @@ def add_parser(sub: Any) -> None:
     demo.add_argument("--profile", default="aux115200", choices=sorted(PROFILES),
                       help="the Notecard's link (default aux115200: the Notecarrier's AUX UART)")
     demo.add_argument("--no-qemu", action="store_true", help="skip the boot check even if QEMU is installed")
+    demo.add_argument("--delta", action="store_true",
+                      help="the delta path: the card offers an update file (notedfu pack --from) that takes the "
+                           "sensor firmware from 2.0.0 to 2.0.1; only the pages that differ are written")
     demo.add_argument("--workdir", type=Path, metavar="DIR",
                       help="keep the rig's files here (flash image, state, jobs) instead of a temporary directory")
     demo.add_argument("--firmware", type=Path, default=FIRMWARE_DIR, metavar="DIR",
-                      help="where demo-1.0.0.bin and demo-1.1.0.bin are (default: the checkout's "
-                           "firmware/prebuilt)")
+                      help="where demo-1.0.0.bin and demo-1.1.0.bin (sensor-2.0.x.bin with --delta) are "
+                           "(default: the checkout's firmware/prebuilt)")
     demo.set_defaults(run=cmd_demo)
 
 
@@ -56,6 +83,7 @@ class Recorder:
     first: dict[str, float] = field(default_factory=dict)  # stage → time of its first step event
     bytes: dict[str, int] = field(default_factory=dict)  # stage → bytes it moved
     boot_line: str = ""
+    pages: dict[str, int] = field(default_factory=dict)  # the flash stage's pages written and unchanged
     ended: float = 0.0
 
     def __call__(self, event: dict[str, Any]) -> None:
@@ -66,6 +94,8 @@ class Recorder:
                 self.bytes[event["step"]] = event["bytes"]
             if event.get("line"):  # the confirm stage saw the banner
                 self.boot_line = event["line"]
+            if event["step"] == "flash" and event.get("state") == "done" and "pages_written" in event:
+                self.pages = {k: event[k] for k in ("pages_written", "pages_unchanged")}
         elif event["type"] == "status" and event["status"] in ("SUCCESS", "FAILURE"):
             self.ended = event["time"]
 
@@ -98,8 +128,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Run the demo; the exit code is the update's (README, "Exit codes"), 130 on Ctrl-C."""
     from notedfu.update.agent import Updater
 
+    scenario = DELTA if args.delta else PLAIN
     try:
-        new, old = demo_image(NEW, args.firmware), demo_image(OLD, args.firmware)
+        old, new, offered, offered_name = scenario.images(args.firmware)
     except OSError as exc:
         raise UsageError(f"demo firmware not found in {args.firmware} ({exc.strerror}): run from a checkout, "
                          "or give --firmware DIR", code="E_IMAGE_FILE") from exc
@@ -107,24 +138,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
     events, close = _events(args)
     recorder = Recorder()
     events.sinks.append(recorder)
-    rig = SimulatedRig(workdir, RigSetup(new, old, offered_name=f"demo-{NEW}.bin", card={"profile": args.profile},
+    rig = SimulatedRig(workdir, RigSetup(offered, old, offered_name=offered_name, card={"profile": args.profile},
                                          lines=True))
     outcome, interrupted, why = None, False, None
     try:
         console = None if args.no_qemu else rig.console
-        events.message(f"simulated Notecard on {rig.notecard_port} ({args.profile}), holding demo-{NEW}.bin "
-                       f"({len(new)} bytes) as if Notehub had delivered it; hub mode {rig.mode_found}")
+        what = (f"an update file ({len(offered)} bytes: a delta taking {scenario.product} {scenario.old} to "
+                f"{scenario.new}, {len(new)} bytes)" if scenario.delta else f"{offered_name} ({len(new)} bytes)")
+        events.message(f"simulated Notecard on {rig.notecard_port} ({args.profile}), holding {what} as if Notehub "
+                       f"had delivered it; hub mode {rig.mode_found}")
         events.message(f"emulated STM32F100 on {rig.target_port} (ROM bootloader; BOOT0 and NRST on a simulated "
-                       f"GPIO chip), running demo-{OLD}.bin")
+                       f"GPIO chip), running {scenario.product}-{scenario.old}.bin")
         if console is None:
             why = "--no-qemu" if args.no_qemu else f"qemu-system-arm is not installed ({QEMU_HINT} to see it boot)"
             events.message(f"the boot check is skipped: {why}", "warning")
-        outcome = Updater(_config(rig, console, workdir), events).run()
+        outcome = Updater(_config(rig, console, workdir, scenario.banner), events).run()
     except (KeyboardInterrupt, Interrupted):
         interrupted = True
     finally:
         close()
-        summary = _summary(rig, recorder, outcome, interrupted, why, new)
+        summary = _summary(rig, recorder, outcome, interrupted, why, scenario, old, new)
         rig.close()
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -137,20 +170,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return outcome.exit()
 
 
-def _config(rig: SimulatedRig, console: str | None, workdir: Path) -> Config:
+def _config(rig: SimulatedRig, console: str | None, workdir: Path, banner: str) -> Config:
     config = Config()
     config.notecard.spec = rig.notecard_port
     config.target.spec = rig.target_port
     config.target.boot0, config.target.reset = rig.boot0_line, rig.reset_line
     config.confirm.console = console
-    config.confirm.pattern = BANNER
+    config.confirm.pattern = banner
     config.confirm.timeout = 20.0
     config.agent.state_dir = str(workdir / "state")
     return config
 
 
 def _summary(rig: SimulatedRig, recorder: Recorder, outcome: Any, interrupted: bool, boot_skipped: str | None,
-             new: bytes) -> dict[str, Any]:
+             scenario: Scenario, old: bytes, new: bytes) -> dict[str, Any]:
     job = outcome.job if outcome else None
     flash = rig.flash_file.read_bytes()
     return {
@@ -161,8 +194,9 @@ def _summary(rig: SimulatedRig, recorder: Recorder, outcome: Any, interrupted: b
         "notecard": {"port": rig.notecard_port, "mode_before": rig.mode_found, "mode_after": rig.card.hub_mode,
                      "dfu": rig.card.dfu_state},
         "notehub": rig.card.reports,
-        "target": {"port": rig.target_port, "holds": NEW if flash.startswith(new) else
-                   OLD if flash[:8] != b"\xff" * 8 else "erased first page", "running": rig.chip.running_app},
+        "target": {"port": rig.target_port, "holds": scenario.new if flash.startswith(new) else
+                   scenario.old if flash.startswith(old) else "erased first page" if flash[:8] == b"\xff" * 8
+                   else "neither image", "running": rig.chip.running_app, **recorder.pages},
         "boot": {"checked": boot_skipped is None, "line": recorder.boot_line or None, "skipped": boot_skipped},
         "next": _next_step(interrupted, outcome, rig),
     }
@@ -197,7 +231,10 @@ def _render(summary: dict[str, Any], workdir: Path | None) -> str:
                      for report in summary["notehub"]) or "nothing"
     lines.append(f"  Notehub    {told}")
     target = summary["target"]
-    lines.append(f"  target     flash holds {target['holds']}" + (", application running" if target["running"] else ""))
+    pages = (f"; {target['pages_written']} pages written, {target['pages_unchanged']} unchanged"
+             if "pages_written" in target else "")
+    lines.append(f"  target     flash holds {target['holds']}" + (", application running" if target["running"] else "")
+                 + pages)
     boot = summary["boot"]
     if boot["line"]:
         lines.append(f"  boot       QEMU printed: {boot['line']}")

@@ -37,6 +37,19 @@ def test_demo_updates_the_simulated_rig_to_a_confirmed_1_1_0_boot():
     assert transfer["bytes"] == 428 and transfer["rate"] > 0
 
 
+@needs_qemu
+def test_demo_delta_installs_the_sensor_fix_from_a_small_update_file_writing_only_the_changed_pages():
+    done = run_cli("demo", "--delta", "--json", "--profile", "usb")
+    assert done.returncode == 0, done.stderr
+    summary = summary_of(done.stdout)
+    assert summary["outcome"] == "success" and summary["target"]["holds"] == "2.0.1"
+    assert summary["boot"]["line"] == "notedfu-sensor 2.0.1 booted on qemu-vldiscovery"
+    transfer = next(row for row in summary["stages"] if row["stage"] == "transfer")
+    assert transfer["bytes"] < 2048  # the update file, not the 66 KiB image
+    assert summary["target"]["pages_written"] == 9 and summary["target"]["pages_unchanged"] == 58
+    assert summary["notehub"] == [{"stop": True, "status": "firmware 2.0.1 installed"}, {"version": "2.0.1"}]
+
+
 def test_demo_without_qemu_still_updates_and_says_how_to_get_the_boot_check(tmp_path):
     done = run_cli("demo", "--workdir", str(tmp_path / "demo"), env={"PATH": str(Path(sys.executable).parent)})
     assert done.returncode == 0, done.stderr

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from notedfu.target.flasher import FlashOptions
+from notedfu.target.plan import FlashOptions
 from notedfu.target.image import load_image
 from notedfu.sim.qemu import boot, qemu_available
 from notedfu.target.rom import RomBootloaderDriver

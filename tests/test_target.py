@@ -15,7 +15,7 @@ from notedfu.protocol.an3155 import (ACK, NACK, address_frame, command_frame, co
                                      extended_erase_frame, stm32_crc)
 from notedfu.protocol.chips import CHIPS, FAMILIES, chip_for
 from notedfu.target.an3155 import Bootloader
-from notedfu.target.flasher import FlashOptions, plan_flash
+from notedfu.target.plan import FlashOptions, plan_flash
 from notedfu.target.image import ImageFileError, Segment, load_image
 from notedfu.target.driver import TargetOptions
 from notedfu.target.rom import RomBootloaderDriver
@@ -227,6 +227,19 @@ def test_half_empty_image_skips_the_empty_blocks(chip_url):
     assert chip.stats["written_blocks"] == 128 - empty + 1  # + 1: the vector table's 8 bytes go alone, last
 
 
+def test_comparing_with_an_erased_chip_reads_a_few_bytes_a_page(chip_url):
+    """A page's first bytes decide it when they differ: on an empty F1 (no CRC command) the compare costs 8
+    bytes a page instead of a read-back; then every written page is read back whole to verify it."""
+    url, name = chip_url("bootloader=v2")
+    image = app_image(16 * 1024)
+    target = session(url)
+    chip = registry.lookup("stm32", name)
+    before = chip.stats["read_bytes"]
+    report = target.flash([Segment(BASE, image)], FlashOptions(run=False))
+    assert report.pages_written == 16 and bytes(chip.flash[:len(image)]) == image
+    assert chip.stats["read_bytes"] - before == 16 * 8 + 8 + len(image)  # compare, page 0 erased?, verify
+
+
 def test_what_a_session_read_is_not_read_again_until_something_may_have_changed_it(chip_url):
     """The rollback check (holds) reads the chip back; the flash plan's compare in the same session reuses
     those reads instead of a second read-back (an F1 has no CRC command). A write, an erase or a new sync
@@ -246,7 +259,8 @@ def test_what_a_session_read_is_not_read_again_until_something_may_have_changed_
     # The compare fetched nothing; the erased first page's vector table (8 bytes) and the two written pages
     # were read back to check them.
     assert chip.stats["read_bytes"] - read_before == len(old) + 8 + 2 * 1024
-    assert target.bootloader.stats.known_reads == len(old)
+    # Known: each page's first 8 bytes (the first look), then the 15 pages that passed it, read whole.
+    assert target.bootloader.stats.known_reads == 16 * 8 + 15 * 1024
     target.connect()  # a new sync: a new session (connect reads the 2-byte flash-size register again too)
     assert target.holds([Segment(BASE, bytes(new))])
     assert chip.stats["read_bytes"] - read_before == 2 + 2 * len(old) + 8 + 2 * 1024

@@ -33,9 +33,10 @@ def card_file_name(uid: str) -> str:
 class ChunkSizes:
     """The sizes one card has taken and refused, per encoding (``binary`` or ``base64``)."""
 
-    def __init__(self, root: Path, uid: str) -> None:
-        self.path = Path(root) / "cards" / card_file_name(uid)
-        self.known = read_json(self.path) or {}
+    def __init__(self, root: Path | None, uid: str) -> None:
+        """``root`` ``None``: sizes for this transfer only, nothing read or remembered."""
+        self.path = Path(root) / "cards" / card_file_name(uid) if root is not None else None
+        self.known = (read_json(self.path) or {}) if self.path else {}
 
     def _entry(self, encoding: str) -> dict[str, int]:
         entry = self.known.get(encoding)
@@ -82,5 +83,7 @@ class ChunkSizes:
         return good
 
     def _save(self) -> None:
+        if self.path is None:
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.path, self.known)

@@ -23,7 +23,7 @@ from notedfu.errors import (BadResponseError, Cancelled, CardRequestError, Chunk
                             NotSupported)
 from notedfu.events import Events
 from notedfu.notecard.chunk_loop import Adjusted, ChunkLoop
-from notedfu.notecard.chunksize import MIN_CHUNK, ChunkSizes
+from notedfu.notecard.chunksize import DEFAULT_CHUNK, MIN_CHUNK, ChunkSizes
 from notedfu.notecard.client import CardClient
 from notedfu.notecard.mode import CardMode
 from notedfu.notecard.staging import Journal, Staging
@@ -255,15 +255,18 @@ class Downloader:
                                    self.options.ready_poll)
 
     # ------------------------------------------------------------ transfer
-    def _chunk_sizes(self) -> ChunkSizes:
-        """This card's remembered chunk sizes, keyed by its device UID (``card.version``)."""
+    def _chunk_sizes(self, remaining: int, capacity: int) -> ChunkSizes:
+        """This card's remembered chunk sizes, keyed by its device UID (``card.version``); for what one
+        default-sized request reads whole (a delta update file), none: no 357-byte card.version for it."""
+        if remaining <= min(DEFAULT_CHUNK, capacity or DEFAULT_CHUNK):
+            return ChunkSizes(None, "")
         uid = self.client.request({"req": "card.version"}).get("device")
         return ChunkSizes(self.options.state_root or self.staging.root, uid if isinstance(uid, str) else "")
 
     def _transfer(self, journal: Journal, result: FetchResult) -> None:
         capacity = 0 if self.options.binary is False else self.client.binary_capacity()
         binary = capacity > 0
-        sizes = self._chunk_sizes()
+        sizes = self._chunk_sizes(journal.length - journal.verified, capacity)
         encoding = "binary" if binary else "base64"
         chunk = sizes.good(encoding, capacity or None)
         probe = sizes.probe(encoding, capacity or None)

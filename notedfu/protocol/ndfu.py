@@ -49,7 +49,7 @@ from typing import Callable
 import bsdiff4
 
 from notedfu.checksums import crc32, md5_hex
-from notedfu.errors import IntegrityError, NotedfuError
+from notedfu.errors import IntegrityError
 from notedfu.protocol.firmware import MARKER
 
 MAGIC = b"NDFUPACK"
@@ -74,7 +74,7 @@ class UpdateFileError(IntegrityError):
     permanent = True  # its bytes decide it: downloading it again gets the same bytes
 
 
-class DeltaBaseError(NotedfuError):
+class DeltaBaseError(IntegrityError):
     """A delta's base image is neither kept by the agent nor on the chip: it cannot be applied."""
 
     code = "E_DELTA_BASE"

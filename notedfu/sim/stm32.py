@@ -307,18 +307,18 @@ class Stm32Sim(ProtectionCommands, PacedOutputMixin):
     def _erase_pages(self, pages: list[int], mass: bool = False) -> bool:
         if any(not 0 <= p < len(self.pages) for p in pages):
             return False
-        seconds = 0.0
         for page in pages:
             address, size = self.pages[page]
-            seconds += self.chip.family.erase_seconds(size)
             if page in self.write_protected:
                 continue
             offset = address - self.chip.flash_base
             self.flash[offset:offset + size] = b"\xff" * size
             self._store(offset, size)
             self.stats["erased_pages"] += 1
-        whole = self.chip.family.mass_erase_seconds
-        self._send(bytes([ACK]), whole if mass and whole is not None else seconds)
+        whole = self.chip.family.mass_erase_seconds  # one figure for the whole flash where the family has one
+        seconds = whole if mass and whole is not None else \
+            sum(self.chip.family.erase_seconds(self.pages[p][1]) for p in pages)
+        self._send(bytes([ACK]), seconds)
         return True
 
     def _erase(self):

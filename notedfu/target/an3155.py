@@ -220,7 +220,7 @@ class Bootloader:
     def read_memory(self, address: int, count: int) -> bytes:
         """Read Memory (0x11): ``count`` ≤ 256 bytes at ``address`` (a block read before in this session and
         not changed since is not fetched again)."""
-        known = self._known.get((address, count))
+        known = self._known_bytes(address, count)
         if known is not None:
             self.stats.known_reads += count
             return known
@@ -232,6 +232,16 @@ class Bootloader:
         data = self._read(count, self.timeouts.ack, "read data")
         self._known[(address, count)] = data
         return data
+
+    def _known_bytes(self, address: int, count: int) -> bytes | None:
+        """``count`` bytes at ``address`` from a block read earlier in this session that covers them."""
+        exact = self._known.get((address, count))
+        if exact is not None:
+            return exact
+        for (start, length), data in self._known.items():
+            if start <= address and address + count <= start + length:
+                return data[address - start:address - start + count]
+        return None
 
     def write_memory(self, address: int, data: bytes) -> None:
         """Write Memory (0x31): ≤ 256 bytes; address and length must be 4-byte aligned."""

@@ -27,7 +27,8 @@ from notedfu.errors import TargetError, UsageError
 from notedfu.protocol.chips import FLASH_BASE
 from notedfu.specs import parse_spec
 from notedfu.target.driver import TargetDriver
-from notedfu.target.flasher import FlashOptions, FlashReport
+from notedfu.target.flasher import FlashReport
+from notedfu.target.plan import FlashOptions
 from notedfu.target.image import Segment
 
 BACKENDS = ("openocd", "stm32flash", "dfu-util", "st-flash")

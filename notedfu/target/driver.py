@@ -18,7 +18,8 @@ from typing import Any
 
 from notedfu.errors import UsageError
 from notedfu.protocol.chips import FLASH_BASE
-from notedfu.target.flasher import FlashOptions, FlashReport, check_image
+from notedfu.target.flasher import FlashReport
+from notedfu.target.plan import FlashOptions, check_image
 from notedfu.target.image import Segment
 from notedfu.target.lines import ENTER_BOOTLOADER, RUN_APPLICATION
 

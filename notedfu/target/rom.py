@@ -25,7 +25,8 @@ from notedfu.protocol.an3155 import MAX_BLOCK, BootloaderInfo
 from notedfu.target.an3155 import Bootloader
 from notedfu.target.driver import TargetDriver, TargetOptions
 from notedfu.protocol.chips import Chip, chip_for
-from notedfu.target.flasher import FlashOptions, Flasher, FlashReport, plan_flash
+from notedfu.target.flasher import Flasher, FlashReport
+from notedfu.target.plan import FlashOptions, plan_flash
 from notedfu.target.image import Segment
 from notedfu.target.lines import LineControl, open_line
 

@@ -21,7 +21,7 @@ from notedfu.protocol.chips import FLASH_BASE
 from notedfu.protocol.firmware import firmware_info
 from notedfu.specs import parse_region
 from notedfu.target.driver import TargetDriver, TargetOptions
-from notedfu.target.flasher import FlashOptions
+from notedfu.target.plan import FlashOptions
 from notedfu.target.image import Segment
 from notedfu.target.lines import ENTER_BOOTLOADER, RUN_APPLICATION
 from notedfu.target.registry import target_driver
