@@ -17,6 +17,7 @@ times from the same table the emulator uses.
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 import struct
@@ -168,3 +169,61 @@ def format_table(rows: list[dict[str, Any]], clients: list[str]) -> str:
                  "bootloader is v2.2 without Get Checksum (AN2606); the 3.1 + 0xA1 row is the same chip with a "
                  "newer part's command set, to show what the CRC command is worth.")
     return "\n".join(lines)
+
+
+GANG_TARGET = 1.3  # N boards at once ÷ one board, at most
+
+
+def _emulators(count: int, workdir: Path, variant: str) -> tuple[list[subprocess.Popen], list[str], list[Path]]:
+    """``count`` fresh emulator processes (a board each): the processes, their --target specs, flash files."""
+    processes, specs, files = [], [], []
+    for i in range(count):
+        flash_file = workdir / f"board{i}.bin"
+        processes.append(subprocess.Popen([sys.executable, "-m", "notedfu", "sim", "stm32", "--pty", "--bootloader",
+                                           variant, "--flash-file", str(flash_file), "--baud", str(BAUD)],
+                                          stdout=subprocess.PIPE, text=True))
+        specs.append(processes[-1].stdout.readline().strip())
+        files.append(flash_file)
+    return processes, specs, files
+
+
+def _timed_flash(image_path: Path, specs: list[str]) -> tuple[float, bool]:
+    argv = [sys.executable, "-m", "notedfu", "flash", str(image_path), "--no-run", "--json"]
+    argv += [arg for spec in specs for arg in ("--target", spec)]
+    started = time.monotonic()
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=1800)
+    return time.monotonic() - started, done.returncode == 0
+
+
+def run_gang_bench(boards: int = 8, size: int = 64 * 1024, variant: str = "v2", as_json: bool = False) -> int:
+    """``notedfu bench flash --boards N``: N emulated boards flashed at once ÷ one board alone."""
+    image = bench_image(size, False)
+    runs: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        image_path = Path(tmp) / "image.bin"
+        image_path.write_bytes(image)
+        for label, count in (("one", 1), ("gang", boards)):
+            workdir = Path(tmp) / label
+            workdir.mkdir()
+            processes, specs, files = _emulators(count, workdir, variant)
+            try:
+                seconds, ok = _timed_flash(image_path, specs)
+            finally:
+                for process in processes:
+                    process.terminate()
+                    process.wait(timeout=10)
+            ok = ok and all(f.read_bytes()[:len(image)] == image for f in files)
+            runs[label] = {"boards": count, "seconds": round(seconds, 3), "ok": ok}
+            if not as_json:
+                print(f"  {count} board{'s' if count > 1 else ''}: {seconds:.2f} s", file=sys.stderr, flush=True)
+    ratio = runs["gang"]["seconds"] / runs["one"]["seconds"]
+    if as_json:
+        print(json.dumps({**runs, "ratio": round(ratio, 3), "bytes": size, "variant": variant}, indent=1))
+    else:
+        print(f"{'boards':>6} {'seconds':>8}  (each: {LABELS[variant]}, {size // 1024} KiB, {BAUD} baud, its own "
+              "emulator process)")
+        for run in runs.values():
+            print(f"{run['boards']:>6} {run['seconds']:>8.2f}" + ("" if run["ok"] else "  WRONG FLASH"))
+        print(f"{boards} boards ÷ 1 board: {ratio:.3f} (target ≤ {GANG_TARGET}: "
+              f"{'ok' if ratio <= GANG_TARGET else 'MISSED'}); {os.cpu_count()} CPUs")
+    return 0 if all(run["ok"] for run in runs.values()) else 1

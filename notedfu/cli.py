@@ -129,8 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
     download.set_defaults(run=cmd_bench_download)
     flash = bench_sub.add_parser("flash", help="flash + verify speed: ours vs the lower bound vs stm32flash, "
                                                "stm32loader")
-    flash.add_argument("--size", type=positive, default=128 * 1024, metavar="BYTES", help="image size (default 128 KiB)")
+    flash.add_argument("--size", type=positive, metavar="BYTES", help="image size (default 128 KiB)")
     flash.add_argument("--no-peer", action="store_true", help="skip stm32flash and stm32loader")
+    flash.add_argument("--boards", type=positive, metavar="N",
+                       help="gang flashing instead: N emulated boards at once ÷ one board (64 KiB unless --size)")
     flash.add_argument("--json", action="store_true", help="print the results as JSON")
     flash.set_defaults(run=cmd_bench_flash)
     update = bench_sub.add_parser("update", help="the whole update of the sensor pair (card → host → chip → boot): "
@@ -159,7 +161,11 @@ def cmd_bench_flash(args: argparse.Namespace) -> int:
     """``notedfu bench flash``."""
     from notedfu.bench_flash import run_flash_bench
 
-    return run_flash_bench(args.size, peers=not args.no_peer, as_json=args.json)
+    if args.boards:
+        from notedfu.bench_flash import run_gang_bench
+
+        return run_gang_bench(args.boards, args.size or 64 * 1024, as_json=args.json)
+    return run_flash_bench(args.size or 128 * 1024, peers=not args.no_peer, as_json=args.json)
 
 
 def cmd_bench_update(args: argparse.Namespace) -> int:

@@ -53,6 +53,40 @@ class RichProgress:
             self.progress.stop()
 
 
+class GangProgress:
+    """One progress line per board while several are flashed at once (``notedfu flash --target A --target B``)."""
+
+    def __init__(self, boards: list[str], stream: IO[str] = sys.stderr) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.console = Console(file=stream)
+        width = max(len(b) for b in boards)
+        self.progress = Progress(TextColumn(f"{{task.description:<{width}}}"), TextColumn("{task.fields[phase]:<9}"),
+                                 BarColumn(), DownloadColumn(), TimeElapsedColumn(), console=self.console)
+        self.tasks = {board: self.progress.add_task(board, total=None, phase="waiting") for board in boards}
+        self.progress.start()
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        """Render one board's event on its line (warnings above the lines)."""
+        task = self.tasks.get(event.get("board", ""))
+        if task is None:
+            return
+        if event["type"] == "step":
+            fields: dict[str, Any] = {"phase": event.get("phase") or event["step"]}
+            if event.get("total"):
+                fields.update(total=event["total"], completed=event.get("done") or event.get("bytes") or 0)
+            self.progress.update(task, **fields)
+        elif event["type"] == "status" and event["status"] in ("SUCCESS", "FAILURE"):
+            self.progress.update(task, phase="done" if event["status"] == "SUCCESS" else "FAILED")
+        elif event["type"] == "message" and event["level"] in ("warning", "error"):
+            self.console.print(f"[yellow]{event['board']}: {event['text']}[/]", highlight=False)
+
+    def close(self) -> None:
+        """Stop the live display."""
+        self.progress.stop()
+
+
 _PRIORITY = {"error": 3, "warning": 4, "info": 6}
 
 

@@ -54,15 +54,21 @@ def _region(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def add_target_options(parser: argparse.ArgumentParser) -> None:
-    """``--target`` and the wiring options."""
+def add_target_options(parser: argparse.ArgumentParser, many: bool = False) -> None:
+    """``--target`` and the wiring options; with ``many``, ``--target``, ``--boot0`` and ``--reset`` repeat
+    (one board each, in order)."""
     group = parser.add_argument_group("target")
-    group.add_argument("--target", required=True, metavar="SPEC",
+    repeat = {"action": "append"} if many else {}
+    group.add_argument("--target", required=True, metavar="SPEC", **repeat,
                        help="serial device (/dev/ttyAMA0[?baud=N]), sim://stm32?…, or a backend: openocd:CFG,…, "
-                            "stm32flash:DEV, dfu-util:VID:PID, st-flash:[SERIAL]")
+                            "stm32flash:DEV, dfu-util:VID:PID, st-flash:[SERIAL]"
+                            + ("; repeat it to flash several boards at once" if many else ""))
     group.add_argument("--baud", type=positive, help="bootloader baud rate (default 115200)")
-    group.add_argument("--boot0", metavar="LINE", help="where BOOT0 is wired: rts, dtr, gpiochip0:17, none (! inverts)")
-    group.add_argument("--reset", metavar="LINE", help="where NRST is wired (same forms; active = held in reset)")
+    group.add_argument("--boot0", metavar="LINE", **repeat,
+                       help="where BOOT0 is wired: rts, dtr, gpiochip0:17, none (! inverts)"
+                            + ("; once per --target, in order (once for all: rts, dtr, none)" if many else ""))
+    group.add_argument("--reset", metavar="LINE", **repeat,
+                       help="where NRST is wired (same forms; active = held in reset)")
     group.add_argument("--enter", metavar="SEQ", help="sequence entering the bootloader "
                                                       "(default boot0=1,reset=1,0.05,reset=0,0.1)")
     group.add_argument("--run-seq", metavar="SEQ", help="sequence starting the application "
@@ -73,7 +79,9 @@ def add_parsers(sub: Any) -> None:
     """Register the target subcommands."""
     flash = sub.add_parser("flash", help="flash an STM32 through its ROM bootloader (or an external tool)")
     flash.add_argument("image", type=Path, metavar="FILE", help=".bin, .hex or .elf")
-    add_target_options(flash)
+    add_target_options(flash, many=True)
+    flash.add_argument("--jobs", type=positive, default=0, metavar="N",
+                       help="with several --target: boards flashed at once (default: all)")
     flash.add_argument("--address", type=_number, help="load address of a .bin (default: the flash base)")
     flash.add_argument("--verify", choices=("auto", "crc", "read", "none"), default="auto",
                        help="CRC command when offered, else read-back (default auto)")
@@ -162,6 +170,11 @@ def cmd_flash(args: argparse.Namespace) -> int:
     from notedfu.target.plan import FlashOptions
     from notedfu.target.image import load_image
 
+    from notedfu.cli_gang import gang_flash, single_target
+
+    gang = len(args.target) > 1
+    if not gang:
+        single_target(args)
     _check_target_args(args)
     segments = load_image(args.image, args.address if args.address is not None else FLASH_BASE,
                           address_given=args.address is not None)
@@ -169,6 +182,8 @@ def cmd_flash(args: argparse.Namespace) -> int:
     options = FlashOptions(verify=args.verify, retries=args.retries, preserve=args.preserve,
                            allow_offset=args.allow_offset, check_vectors=not args.no_vector_check,
                            run=not args.no_run, interruptible=True)
+    if gang:
+        return gang_flash(args, segments, options)
     events, close = events_for(args, source="LOCAL")
     driver = _driver(args, events)
     driver.check(segments, options)  # before anything is opened: the checks every driver shares
@@ -209,12 +224,15 @@ def _check_target_args(args: argparse.Namespace) -> None:
     from notedfu.preflight import Problems, check_backend_options, check_wiring
 
     problems = Problems("E_BAD_SPEC")
-    check_wiring(problems, {"--target": args.target, "--boot0": args.boot0, "--reset": args.reset,
-                            "--enter": args.enter, "--run-seq": args.run_seq})
-    check_backend_options(problems, args.target, {
-        "--preserve": getattr(args, "preserve", None), "--verify": getattr(args, "verify", None),
-        "--readout-unprotect": getattr(args, "readout_unprotect", False),
-        "--write-unprotect": getattr(args, "write_unprotect", False)})
+    targets = args.target if isinstance(args.target, list) else [args.target]
+    if len(targets) == 1:  # several boards: their wiring is checked board by board (notedfu.cli_gang)
+        check_wiring(problems, {"--target": args.target, "--boot0": args.boot0, "--reset": args.reset,
+                                "--enter": args.enter, "--run-seq": args.run_seq})
+    for target in targets:
+        check_backend_options(problems, target, {
+            "--preserve": getattr(args, "preserve", None), "--verify": getattr(args, "verify", None),
+            "--readout-unprotect": getattr(args, "readout_unprotect", False),
+            "--write-unprotect": getattr(args, "write_unprotect", False)})
     problems.raise_if_any()
 
 

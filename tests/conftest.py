@@ -18,6 +18,8 @@ from notedfu.notecard.staging import Staging
 from notedfu.sim import registry
 from notedfu.sim.clock import WALL, ManualClock
 from notedfu.sim.notecard import NotecardSim, card_from_options
+from notedfu.sim.pty import stm32_server
+from notedfu.sim.stm32 import Stm32Sim
 
 pytest_plugins = ["rig"]  # the simulated rig fixture (tests/rig.py)
 
@@ -80,3 +82,21 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120)
     """Run ``python -m notedfu ARGS`` in a fresh interpreter."""
     return subprocess.run([sys.executable, "-m", "notedfu", *args], capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, **(env or {})})
+
+
+@pytest.fixture
+def emulator(tmp_path: Path):
+    """An emulated chip on a pty in this process, its flash in a file."""
+    made = []
+
+    def make(**options: Any) -> tuple[Stm32Sim, str, Path]:
+        flash_file = tmp_path / f"flash{len(made)}.bin"
+        chip = Stm32Sim(0x420, options.pop("variant", "v3crc"), flash_file=flash_file, time_scale=0.05, **options)
+        server = stm32_server(chip).start()
+        made.append((server, chip))
+        return chip, server.spec, flash_file
+
+    yield make
+    for server, chip in made:
+        server.stop()
+        chip.close()

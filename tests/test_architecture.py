@@ -15,7 +15,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "notedfu"
 CLI = ("notedfu.cli", "notedfu.cli_card", "notedfu.cli_common", "notedfu.cli_render", "notedfu.cli_target",
-       "notedfu.cli_update",
+       "notedfu.cli_update", "notedfu.cli_gang",
        "notedfu.demo", "notedfu.bench", "notedfu.bench_flash", "notedfu.bench_update", "notedfu.__main__")
 MAX_LINES = 400
 

@@ -7,7 +7,6 @@ import shutil
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -21,24 +20,6 @@ from tests.test_target import BASE, app_image
 
 needs_stm32flash = pytest.mark.skipif(shutil.which("stm32flash") is None,
                                       reason="stm32flash is not installed (apt-get install stm32flash)")
-
-
-@pytest.fixture
-def emulator(tmp_path):
-    """An emulated chip on a pty in this process, its flash in a file."""
-    made = []
-
-    def make(**options) -> tuple[Stm32Sim, str, Path]:
-        flash_file = tmp_path / f"flash{len(made)}.bin"
-        chip = Stm32Sim(0x420, options.pop("variant", "v3crc"), flash_file=flash_file, time_scale=0.05, **options)
-        server = stm32_server(chip).start()
-        made.append((server, chip))
-        return chip, server.spec, flash_file
-
-    yield make
-    for server, chip in made:
-        server.stop()
-        chip.close()
 
 
 def test_sim_stm32_pty_and_flash_in_two_processes(tmp_path):

@@ -87,6 +87,11 @@ class TargetDriver(ABC):
         """The image in the chip's flash, or ``None`` when it cannot be read."""
         return None
 
+    def vector_table_erased(self) -> bool | None:
+        """After a failed flash: whether the first 8 bytes of flash are erased (the chip cannot boot a
+        partial image); ``None`` when this driver cannot ask."""
+        return None
+
     def unprotect(self, readout: bool, write: bool) -> None:
         """Lift readout/write protection (only the ROM bootloader can)."""
         raise UsageError(f"the {self.name} backend cannot unprotect the chip: use the tool itself first",

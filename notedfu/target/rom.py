@@ -210,6 +210,12 @@ class RomBootloaderDriver(TargetDriver):
             return None
         return bytes(data.rstrip(b"\xff")) or None
 
+    def vector_table_erased(self) -> bool | None:
+        """Whether the initial stack pointer and reset vector are erased, read through the bootloader."""
+        if self.chip is None or self.protected:
+            return None
+        return self.bootloader.read_memory(self.chip.flash_base, 8) == b"\xff" * 8
+
     def start(self) -> None:
         """BOOT0 low and a reset when the lines are wired (no bootloader session needed); otherwise the Go
         command, connecting first if this driver has not yet (a ``TargetNoSync`` then: nothing answers)."""
