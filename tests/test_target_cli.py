@@ -280,3 +280,27 @@ def test_a_reader_that_goes_away_does_not_stop_the_flash(emulator, tmp_path):
     assert proc.wait(timeout=120) == 0, errors
     assert "Traceback" not in errors and "BrokenPipe" not in errors
     assert flash_file.read_bytes().startswith(image.read_bytes())  # the whole image, not an erased page 0
+
+
+def test_a_board_that_vanishes_mid_flash_is_a_target_error_not_an_internal_one(tmp_path):
+    """The emulator's process dies while the flash writes (a USB adapter pulled): the pty reads fail with EIO,
+    which pyserial raises as termios.error when it re-applies the line settings; that is E_TARGET_IO (exit 8,
+    transient), never E_INTERNAL (the bench caught it)."""
+    image = tmp_path / "app.bin"
+    image.write_bytes(app_image(32 * 1024))
+    server = subprocess.Popen([sys.executable, "-m", "notedfu", "sim", "stm32", "--pty", "--flash-file",
+                               str(tmp_path / "flash.bin")], stdout=subprocess.PIPE, text=True)
+    try:
+        spec = server.stdout.readline().strip()
+        flash = subprocess.Popen([sys.executable, "-m", "notedfu", "flash", str(image), "--target", spec, "--json",
+                                  "--no-run"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for line in flash.stdout:
+            if '"phase":"write"' in line:
+                server.kill()  # the board is gone
+                break
+        rest, stderr = flash.communicate(timeout=60)
+    finally:
+        server.kill()
+        server.wait()
+    assert flash.returncode == ExitCode.TARGET, stderr
+    assert "E_TARGET_IO" in stderr or "E_TARGET_TIMEOUT" in stderr, stderr

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import termios
 import time
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -78,7 +79,7 @@ class Bootloader:
         except serial.SerialTimeoutException as exc:
             raise TargetTimeout(f"the port took no data for {self.port.write_timeout:g} s: nothing reads the other "
                               "end (wiring? the right port?)") from exc
-        except (OSError, serial.SerialException) as exc:
+        except (OSError, serial.SerialException, termios.error) as exc:  # termios: a port gone (EIO) mid-read
             raise TargetIO(f"writing to the bootloader failed: {exc}") from exc
         self.stats.sent += len(data)
 
@@ -87,7 +88,7 @@ class Bootloader:
             if self.port.timeout != timeout:  # pyserial re-applies all termios settings on every change
                 self.port.timeout = timeout
             data = self.port.read(count)
-        except (OSError, serial.SerialException) as exc:
+        except (OSError, serial.SerialException, termios.error) as exc:  # termios: a port gone (EIO) mid-read
             # e.g. pyserial's "device reports readiness to read but returned no data", seen on ptys
             raise TargetIO(f"{what}: reading from the bootloader failed: {exc}") from exc
         self.stats.received += len(data)
@@ -95,6 +96,12 @@ class Bootloader:
             raise TargetTimeout(f"{what}: no answer from the bootloader within {timeout:g} s "
                               f"({len(data)} of {count} bytes)")
         return data
+
+    def _discard_input(self) -> None:
+        try:
+            self.port.reset_input_buffer()
+        except (OSError, serial.SerialException, termios.error) as exc:
+            raise TargetIO(f"the bootloader's port failed: {exc}") from exc
 
     def _ack(self, what: str, timeout: float | None = None) -> None:
         timeout = timeout or self.timeouts.ack
@@ -132,7 +139,7 @@ class Bootloader:
         """
         self._known.clear()  # a new session: the application may have run (and written flash) since
         for attempt in range(attempts):
-            self.port.reset_input_buffer()
+            self._discard_input()
             self._write(bytes([SYNC]))
             try:
                 reply = self._read(1, self.timeouts.sync, "sync")
@@ -156,10 +163,10 @@ class Bootloader:
         while time.monotonic() - quiet_since < QUIET and time.monotonic() < give_up:
             time.sleep(0.02)
             if getattr(self.port, "in_waiting", 0):
-                self.port.reset_input_buffer()
+                self._discard_input()
                 quiet_since = time.monotonic()
         for _ in range(2):
-            self.port.reset_input_buffer()
+            self._discard_input()
             self._write(b"\xff")
             try:
                 if self._read(1, 0.1, "realign") == bytes([NACK]):

@@ -36,6 +36,8 @@ class TargetOptions:
     reset: str | None = None
     enter: str = ENTER_BOOTLOADER
     run: str = RUN_APPLICATION
+    parity: str | None = None  # "even" or "none" where the spec cannot say (a URL's query is its own)
+    lines: tuple[Any, Any] | None = None  # BOOT0 and NRST as objects with set(active) (a labgrid output), not specs
 
 
 class TargetDriver(ABC):

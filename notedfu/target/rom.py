@@ -58,7 +58,8 @@ class RomBootloaderDriver(TargetDriver):
         self.device = parsed.device
         url = bool(parsed.scheme)  # a URL's query is the URL's own (sim://stm32?baud= is the modeled rate)
         self.baud = self.options.baud or (None if url else parsed.int_option("baud")) or DEFAULT_BAUD
-        self.parity = PARITIES["even" if url else parsed.choice("parity", tuple(PARITIES), "even")]
+        self.parity = PARITIES[self.options.parity or ("even" if url else parsed.choice("parity", tuple(PARITIES),
+                                                                                          "even"))]
         self.info: BootloaderInfo | None = None
         self.chip: Chip | None = None
         self.flash_size = 0
@@ -72,12 +73,14 @@ class RomBootloaderDriver(TargetDriver):
             raise UsageError(f"{target} is the Pi's mini UART, which has no parity: the STM32 bootloader needs "
                              "8E1. Use /dev/ttyAMA0 (dtoverlay=disable-bt or miniuart-bt).", code="E_MINI_UART")
         self.lock = PortLock(target, "target").acquire()
-        device_options = {} if "://" in target else {"exclusive": True}
+        device_options: dict[str, Any] = {} if "://" in target else {"exclusive": True}
+        if not target.startswith("rfc2217://"):  # pyserial's RFC 2217 client has no write timeout (its own: ?timeout=)
+            device_options["write_timeout"] = WRITE_TIMEOUT
         port = None
         try:
             self.port = port = serial_for_url(target, baudrate=self.baud, parity=self.parity,
                                        stopbits=serial.STOPBITS_ONE, bytesize=serial.EIGHTBITS, timeout=1,
-                                       write_timeout=WRITE_TIMEOUT, **device_options)
+                                       **device_options)
             # Every timeout change re-applies the line settings: a port that cannot keep even parity (a pty
             # on recent kernels: EINVAL) says so here, not as an internal error in the middle of a sync.
             self.port.timeout = 0.5
@@ -94,8 +97,9 @@ class RomBootloaderDriver(TargetDriver):
             if "exclusively" in str(exc) or getattr(exc, "errno", None) == 11:
                 raise PortBusy(f"target {target} is open in another program (not notedfu): {exc}") from exc
             raise TargetError(f"cannot open target {target!r}: {exc}", code="E_TARGET_OPEN") from exc
-        self.lines = LineControl(open_line(self.options.boot0, self.port), open_line(self.options.reset, self.port),
-                                 self.options.enter, self.options.run)
+        boot0, reset = self.options.lines or (open_line(self.options.boot0, self.port),
+                                              open_line(self.options.reset, self.port))
+        self.lines = LineControl(boot0, reset, self.options.enter, self.options.run)
         self.bootloader = Bootloader(self.port)
 
     def close(self) -> None:
