@@ -1,4 +1,5 @@
-"""``--rig FILE``: run the scenarios on real boards; without it, on the simulated rig."""
+"""``--rig FILE`` or ``--lg-env ENV`` (labgrid): run the scenarios on those boards; without either, on the
+simulated rig."""
 
 from __future__ import annotations
 
@@ -17,12 +18,27 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 @pytest.fixture(scope="session")
 def rig_description(request: pytest.FixtureRequest) -> RigDescription | None:
     path = request.config.getoption("--rig")
+    if path is None and _labgrid_env(request.config):
+        from hil.lgrig import description_from_labgrid
+
+        try:
+            return description_from_labgrid(request.getfixturevalue("target"), request.getfixturevalue("env"))
+        except RigFileError as exc:
+            raise pytest.UsageError(str(exc)) from None
     if path is None:
         return None
     try:
         return RigDescription.load(path)
     except RigFileError as exc:
         raise pytest.UsageError(str(exc)) from None
+
+
+def _labgrid_env(config: pytest.Config) -> str | None:
+    """``--lg-env`` (labgrid's pytest plugin adds it when labgrid is installed)."""
+    try:
+        return config.getoption("--lg-env")
+    except ValueError:
+        return None
 
 
 @pytest.fixture

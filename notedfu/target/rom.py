@@ -9,6 +9,7 @@ its bootloader and back to its application; without them the Go command starts i
 from __future__ import annotations
 
 import termios
+import urllib.parse
 import time
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,15 @@ SYNC_ROUNDS = 3  # syncs before a NACKed Get is believed
 WRITE_TIMEOUT = 5.0  # a write that cannot drain this long: nothing reads the other end (no hang)
 
 
+def _without_query_option(url: str, name: str) -> tuple[str, str]:
+    """``url`` without the query option ``name``, and that option's (last) value."""
+    base, _, query = url.partition("?")
+    pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
+    value = [v for k, v in pairs if k == name][-1]
+    rest = "&".join(k if not v else f"{k}={v}" for k, v in pairs if k != name)
+    return (f"{base}?{rest}" if rest else base), value
+
+
 def _is_pi_mini_uart(path: str) -> bool:
     try:
         model = Path("/proc/device-tree/model").read_text(errors="ignore")
@@ -56,10 +66,16 @@ class RomBootloaderDriver(TargetDriver):
         self.events = events or Events(source="LOCAL")
         parsed = parse_spec(spec)
         self.device = parsed.device
-        url = bool(parsed.scheme)  # a URL's query is the URL's own (sim://stm32?baud= is the modeled rate)
+        url = bool(parsed.scheme)  # a URL's query is the URL's own (sim://stm32?baud= is the modeled rate) …
+        url_parity = None
+        if url and "parity" in parsed.options:  # … but for parity: notedfu's, taken out before pyserial sees it
+            self.device, url_parity = _without_query_option(parsed.device, "parity")
         self.baud = self.options.baud or (None if url else parsed.int_option("baud")) or DEFAULT_BAUD
-        self.parity = PARITIES[self.options.parity or ("even" if url else parsed.choice("parity", tuple(PARITIES),
-                                                                                          "even"))]
+        parity = self.options.parity or url_parity or ("even" if url else parsed.choice("parity", tuple(PARITIES),
+                                                                                         "even"))
+        if parity not in PARITIES:
+            raise UsageError(f"target {spec!r}: parity={parity!r}: use even or none", code="E_BAD_SPEC")
+        self.parity = PARITIES[parity]
         self.info: BootloaderInfo | None = None
         self.chip: Chip | None = None
         self.flash_size = 0
