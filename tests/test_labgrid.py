@@ -196,3 +196,52 @@ def test_the_hil_scenarios_through_two_places_at_once(lab):
     outs = [p.communicate(timeout=600)[0] for p in both]
     for process, output in zip(both, outs):
         assert process.returncode == 0 and f"{len(SCENARIOS)} passed" in output, output
+
+
+def test_boot0_and_nrst_through_labgrid_digital_outputs(tmp_path):
+    """A local place whose BOOT0 and NRST are labgrid outputs (FileDigitalOutputDriver here, as sysfs GPIO
+    would be): entering the bootloader drives them through labgrid, and the chip answers on the port."""
+    from labgrid import Environment
+
+    chip = subprocess.Popen([sys.executable, "-m", "notedfu", "sim", "stm32", "--pty", "--flash-file",
+                             str(tmp_path / "flash.bin"), "--time-scale", "0.2"], stdout=subprocess.PIPE, text=True)
+    try:
+        pty = chip.stdout.readline().strip().partition("?")[0]
+        for name in ("boot0", "nrst"):
+            (tmp_path / name).write_text("0\n")
+        env_file = tmp_path / "env.yaml"
+        env_file.write_text(f"""targets:
+  main:
+    resources:
+      RawSerialPort:
+        port: {pty}
+        speed: 115200
+    drivers:
+      - FileDigitalOutputDriver:
+          name: boot0
+          filepath: {tmp_path / "boot0"}
+      - FileDigitalOutputDriver:
+          name: nrst
+          filepath: {tmp_path / "nrst"}
+      - STM32ROMDriver:
+          parity: none
+          bindings:
+            boot0_output: boot0
+            reset_output: nrst
+imports:
+  - notedfu.labgrid
+""")
+        env = Environment(str(env_file))
+        try:
+            target = env.get_target("main")
+            stm32 = target.get_driver("STM32ROMDriver")
+            assert stm32.info()["chip"].startswith("STM32F100")
+            # notedfu's entry sequence ends with BOOT0 high and NRST released (boot0=1,reset=1,…,reset=0).
+            assert (tmp_path / "boot0").read_text() == "1\n" and (tmp_path / "nrst").read_text() == "0\n"
+            stm32.start()  # the run sequence: BOOT0 low, a reset pulse
+            assert (tmp_path / "boot0").read_text() == "0\n" and (tmp_path / "nrst").read_text() == "0\n"
+        finally:
+            env.cleanup()
+    finally:
+        chip.kill()
+        chip.wait()
