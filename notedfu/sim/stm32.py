@@ -61,7 +61,7 @@ class Stm32Sim(ProtectionCommands, PacedOutputMixin):
         self.app_starts = 0
         self.go_commands = 0
         self.synced = False
-        self.writes = 0
+        self.writes = self.writes_done = 0  # Write Memory commands begun, and those whose effect is in flash
         self.write_log: list[int] = []  # addresses of completed Write Memory commands, in order
         # Called with (address, length) once a Write Memory command has fully arrived, before it is programmed;
         # returning "power" cuts the power half way through programming it (a rig's kill-point matrix).
@@ -279,8 +279,10 @@ class Stm32Sim(ProtectionCommands, PacedOutputMixin):
         if action == "power" or self._fault("power", number):
             self._program(buffer, offset, payload[:len(payload) // 2])
             self._chip_reset()
+            self.writes_done = number
             return
         self._program(buffer, offset, payload)
+        self.writes_done = number  # its effect is in flash (a test that killed the host in on_write waits for it)
         self.stats["written_blocks"] += 1
         self.write_log.append(address)
         if self._fault("drop", number):

@@ -127,7 +127,9 @@ class Daemon:
         return getattr(self, f"_cmd_{request['cmd']}")(request, connection)
 
     def _cmd_status(self, request: dict[str, Any], connection: Connection) -> dict[str, Any]:
-        job = self.updater.job or self.store.current()
+        running = self.updater.job
+        # A job that has ended is the last job, not the current one, even while its run is still closing the card.
+        job = (running if running is not None and not running.terminal else None) or self.store.current()
         return {"ok": True, "state": "processing" if job else (self.last.state if self.last else "idle"),
                 "detail": self.last.detail if self.last and not job else "",
                 "job": dataclasses.asdict(job) if job else None,
