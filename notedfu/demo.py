@@ -215,6 +215,10 @@ def _next_step(interrupted: bool, outcome: Any, rig: SimulatedRig) -> str | None
     return "see the error above; NOTEDFU_DEBUG=1 shows a traceback if it is E_INTERNAL"
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _render(summary: dict[str, Any], workdir: Path | None) -> str:
     lines = ["", f"notedfu demo: {summary['outcome']}" + (f" (job {summary['job']})" if summary["job"] else "")]
     if summary["error"]:
@@ -231,7 +235,7 @@ def _render(summary: dict[str, Any], workdir: Path | None) -> str:
                      for report in summary["notehub"]) or "nothing"
     lines.append(f"  Notehub    {told}")
     target = summary["target"]
-    pages = (f"; {target['pages_written']} pages written, {target['pages_unchanged']} unchanged"
+    pages = (f"; {_count(target['pages_written'], 'page')} written, {target['pages_unchanged']} unchanged"
              if "pages_written" in target else "")
     lines.append(f"  target     flash holds {target['holds']}" + (", application running" if target["running"] else "")
                  + pages)
