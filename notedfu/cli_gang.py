@@ -12,7 +12,7 @@ import argparse
 import sys
 from typing import Any, Callable
 
-from notedfu.errors import ExitCode, TargetError, UsageError
+from notedfu.errors import ExitCode, Interrupted, TargetError, UsageError
 from notedfu.events import Events, json_lines_sink
 from notedfu.gang import Board, BoardResult, Gang, make_boards, pair_lines
 from notedfu.target.driver import TargetOptions
@@ -53,6 +53,9 @@ def gang_flash(args: argparse.Namespace, segments: list[Segment], options: Flash
             gang.events().status("SUCCESS")
     else:
         print(format_table(results))
+    if any(r.error.get("code") == Interrupted.code for r in failed):  # Ctrl-C: exit 130, as one board's flash does
+        raise Interrupted(f"stopped in the middle of flashing {len(failed)} of {len(results)} boards; run the same "
+                          "`notedfu flash` again (their bootloaders still answer)")
     if failed:
         raise TargetError(f"{len(failed)} of {len(results)} boards failed: " + "; ".join(
             f"{r.board} ({r.error.get('code', '?')}" + (f", vector table {r.vector_table}" if r.vector_table else "")

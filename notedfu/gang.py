@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from notedfu.errors import Interrupted, NotedfuError, UsageError
+from notedfu.errors import NotedfuError, UsageError
 from notedfu.events import Events, Sink
 from notedfu.target.driver import TargetDriver, TargetOptions
 from notedfu.target.image import Segment
@@ -121,17 +121,15 @@ class Gang:
         events.status("START")
         try:
             with driver:
-                info = driver.connect()
-                result.chip = driver.describe().get("chip", "") or str(getattr(info, "chip_id", ""))
+                driver.connect()
+                result.chip = driver.describe().get("chip", "")
                 try:
                     report = driver.flash(segments, options)
                 except NotedfuError:
                     result.vector_table = _vector_table(driver)
                     raise
             result.ok, result.pages_written = True, report.pages_written
-        except Interrupted as exc:
-            result.error = exc.as_dict()
-        except NotedfuError as exc:
+        except NotedfuError as exc:  # an interrupt included: the other boards finish or stop on their own
             result.error = exc.as_dict()
         result.seconds = round(time.monotonic() - started, 3)
         if result.ok:

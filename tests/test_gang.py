@@ -68,3 +68,28 @@ def test_the_table_names_each_board_its_chip_result_and_seconds():
     assert table[0].split() == ["board", "chip", "result", "seconds", "pages", "detail"]
     assert table[1].split()[:5] == ["/dev/ttyUSB0", "STM32F103", "ok", "3.21", "64"]
     assert "FAILED" in table[2] and "E_TARGET_VERIFY" in table[2] and "(vector table erased)" in table[2]
+
+
+def test_ctrl_c_stops_every_board_and_exits_130(emulator, tmp_path):
+    """SIGINT in the middle of a gang flash: each board stops where it is safe, the run says so (exit 130,
+    E_INTERRUPTED), and no board was left with a bootable half image."""
+    import signal
+    import subprocess
+    import sys
+
+    image = app_image(24 * 1024)
+    (tmp_path / "app.bin").write_bytes(image)
+    boards = [emulator(variant="v2") for _ in range(2)]
+    targets = [arg for _, spec, _ in boards for arg in ("--target", spec)]
+    proc = subprocess.Popen([sys.executable, "-m", "notedfu", "flash", str(tmp_path / "app.bin"), *targets,
+                             "--no-run", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if '"phase":"write"' in line:
+            proc.send_signal(signal.SIGINT)
+            break
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == ExitCode.INTERRUPTED, stderr
+    assert "E_INTERRUPTED" in stderr and "of 2 boards" in stderr
+    for chip, _, _ in boards:
+        held = bytes(chip.flash[:len(image)])
+        assert held == image or held[:8] == b"\xff" * 8  # finished, or its vector table still erased

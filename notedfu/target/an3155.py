@@ -14,7 +14,7 @@ from typing import Protocol
 import serial
 
 from notedfu.errors import TargetError, TargetIO, TargetNack, TargetNoSync, TargetProtocolError, TargetTimeout
-from notedfu.protocol.an3155 import (ACK, BUSY, MASS_ERASE, NACK, SYNC, BootloaderInfo, Cmd,
+from notedfu.protocol.an3155 import (ACK, BUSY, MASS_ERASE, MAX_BLOCK, NACK, SYNC, BootloaderInfo, Cmd,
                                      address_frame, command_frame, count_frame, data_frame, erase_frame,
                                      extended_erase_frame, length_frame, parse_get, xor)
 
@@ -70,7 +70,7 @@ class Bootloader:
         # only when told to, so until a command that may change memory (write, erase, protection, Go) or a
         # new sync (a reset may have run the application), a block read once is known: the flash plan's
         # compare after a rollback image check costs no second read-back (seconds on an F1 without CRC).
-        self._known: dict[tuple[int, int], bytes] = {}
+        self._known: dict[int, bytes] = {}  # start address → the bytes read there
 
     # -------------------------------------------------------- bytes
     def _write(self, data: bytes) -> None:
@@ -237,16 +237,16 @@ class Bootloader:
         self._write(count_frame(count))
         self._ack("read count")
         data = self._read(count, self.timeouts.ack, "read data")
-        self._known[(address, count)] = data
+        if len(data) >= len(self._known.get(address, b"")):
+            self._known[address] = data
         return data
 
     def _known_bytes(self, address: int, count: int) -> bytes | None:
-        """``count`` bytes at ``address`` from a block read earlier in this session that covers them."""
-        exact = self._known.get((address, count))
-        if exact is not None:
-            return exact
-        for (start, length), data in self._known.items():
-            if start <= address and address + count <= start + length:
+        """``count`` bytes at ``address`` from a block read earlier in this session that covers them: one read
+        from ``address`` itself, or from the 256-byte boundary below it (where page and block reads start)."""
+        for start in (address, address - address % MAX_BLOCK):
+            data = self._known.get(start)
+            if data is not None and address + count <= start + len(data):
                 return data[address - start:address - start + count]
         return None
 
